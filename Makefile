@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine: `make reproduce` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fkdlib-installed
+PROFILE ?= default
+
+.PHONY: reproduce test smoke benchmarks preview clean-cache
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(VENV)/bin/fkd reproduce --profile $(PROFILE)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+smoke: $(STAMP)
+	$(VENV)/bin/fkd reproduce --profile smoke
+
+benchmarks: $(STAMP)
+	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
+
+preview: $(STAMP)
+	$(VENV)/bin/fkd synth preview --out figures/synthface_preview.png
+
+clean-cache:
+	rm -rf data/cache

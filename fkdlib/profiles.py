@@ -1,0 +1,153 @@
+"""Run-size presets: ``smoke`` (CI, seconds), ``default`` (a 2-core CPU, minutes), ``paper``.
+
+A notebook takes a profile name in its parameters cell; nothing else needs editing to switch
+scale. ``get_profile("default", epochs=3)`` overlays single fields, in the spirit of the flat
+configs with overlays of insightface's ``arcface_torch``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every size knob a notebook or experiment reads.
+
+    Data sizes count SynthFace identities and images; the ``paper`` profile describes the
+    published setting and expects real data (see ``data/README.md``) and a GPU.
+    """
+
+    name: str
+    # data
+    resolution: int
+    difficulty: str
+    train_identities: int
+    train_images_per_identity: int
+    test_identities: int
+    test_images_per_identity: int
+    # evaluation protocols
+    verification_pairs_per_fold: int
+    verification_folds: int
+    identification_distractors: int
+    # training
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    backbone_width: float
+    embedding_size: int
+    # analysis
+    bootstrap_samples: int
+    projection_points: int
+    assess_claims: bool
+    # execution
+    num_threads: int
+    notebook_timeout_s: int
+
+    def replace(self, **overrides: Any) -> Profile:
+        """A copy with some fields changed; unknown field names are refused."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown profile field(s) {unknown}; valid fields are: {', '.join(sorted(known))}"
+            )
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, for provenance files and cache keys."""
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        resolution=32,
+        difficulty="medium",
+        train_identities=24,
+        train_images_per_identity=8,
+        test_identities=16,
+        test_images_per_identity=6,
+        verification_pairs_per_fold=10,
+        verification_folds=10,
+        identification_distractors=32,
+        epochs=1,
+        batch_size=64,
+        lr=0.1,
+        weight_decay=5e-4,
+        backbone_width=0.125,
+        embedding_size=64,
+        bootstrap_samples=200,
+        projection_points=120,
+        assess_claims=False,
+        num_threads=2,
+        notebook_timeout_s=600,
+    ),
+    "default": Profile(
+        name="default",
+        resolution=48,
+        difficulty="medium",
+        train_identities=300,
+        train_images_per_identity=24,
+        test_identities=100,
+        test_images_per_identity=12,
+        verification_pairs_per_fold=60,
+        verification_folds=10,
+        identification_distractors=1000,
+        epochs=8,
+        batch_size=128,
+        lr=0.1,
+        weight_decay=5e-4,
+        backbone_width=0.25,
+        embedding_size=128,
+        bootstrap_samples=2000,
+        projection_points=1200,
+        assess_claims=True,
+        num_threads=2,
+        notebook_timeout_s=3600,
+    ),
+    "paper": Profile(
+        name="paper",
+        resolution=112,
+        difficulty="hard",
+        train_identities=10000,
+        train_images_per_identity=50,
+        test_identities=1000,
+        test_images_per_identity=20,
+        verification_pairs_per_fold=600,
+        verification_folds=10,
+        identification_distractors=100000,
+        epochs=20,
+        batch_size=512,
+        lr=0.1,
+        weight_decay=5e-4,
+        backbone_width=1.0,
+        embedding_size=512,
+        bootstrap_samples=2000,
+        projection_points=3000,
+        assess_claims=True,
+        num_threads=16,
+        notebook_timeout_s=86400,
+    ),
+}
+
+
+def get_profile(name: str | Profile, **overrides: Any) -> Profile:
+    """Return the named preset, optionally with some fields overridden.
+
+    Raises :class:`~fkdlib.errors.ConfigError` naming the valid profiles on a typo.
+    """
+    if isinstance(name, Profile):
+        return name.replace(**overrides) if overrides else name
+    try:
+        profile = PROFILES[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown profile {name!r}; valid profiles are: {', '.join(PROFILES)}"
+        ) from None
+    return profile.replace(**overrides) if overrides else profile

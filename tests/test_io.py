@@ -1,0 +1,39 @@
+import hashlib
+import json
+
+import pytest
+
+from fkdlib.io import atomic_open, atomic_write_json, atomic_write_text, sha256_bytes, sha256_file
+
+
+def test_atomic_write_replaces_content(tmp_path):
+    target = tmp_path / "sub" / "file.txt"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert [p.name for p in target.parent.iterdir()] == ["file.txt"]
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "file.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(target, "wb") as handle:
+            handle.write(b"new, half written")
+            raise RuntimeError("crash")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+def test_json_and_hashes(tmp_path):
+    target = tmp_path / "x.json"
+    atomic_write_json(target, {"b": 1, "a": [1, 2]})
+    assert json.loads(target.read_text()) == {"a": [1, 2], "b": 1}
+    data = target.read_bytes()
+    assert sha256_bytes(data) == hashlib.sha256(data).hexdigest() == sha256_file(target)
+
+
+def test_append_mode_is_refused(tmp_path):
+    with pytest.raises(ValueError):
+        with atomic_open(tmp_path / "x", "a"):
+            pass

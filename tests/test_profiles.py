@@ -1,0 +1,49 @@
+import dataclasses
+
+import pytest
+
+from fkdlib.errors import ConfigError
+from fkdlib.profiles import PROFILES, Profile, get_profile
+
+
+def test_three_presets_exist_and_are_named_after_their_key():
+    assert set(PROFILES) == {"smoke", "default", "paper"}
+    for name, profile in PROFILES.items():
+        assert profile.name == name
+
+
+def test_unknown_profile_lists_the_valid_ones():
+    with pytest.raises(ConfigError) as excinfo:
+        get_profile("defualt")
+    message = str(excinfo.value)
+    assert "defualt" in message
+    for name in ("smoke", "default", "paper"):
+        assert name in message
+
+
+def test_overrides_change_only_the_named_fields():
+    base = get_profile("default")
+    changed = get_profile("default", epochs=3)
+    assert changed.epochs == 3
+    assert base.epochs != 3 or base is not changed
+    different = {f.name for f in dataclasses.fields(Profile)
+                 if getattr(base, f.name) != getattr(changed, f.name)}
+    assert different <= {"epochs"}
+
+
+def test_unknown_override_is_refused_with_the_valid_fields():
+    with pytest.raises(ConfigError, match="epochz"):
+        get_profile("smoke", epochz=3)
+
+
+def test_profiles_grow_from_smoke_to_paper():
+    smoke, default, paper = (PROFILES[n] for n in ("smoke", "default", "paper"))
+    for field in ("train_identities", "test_identities", "epochs", "resolution"):
+        assert getattr(smoke, field) <= getattr(default, field) <= getattr(paper, field), field
+    assert not smoke.assess_claims and default.assess_claims
+
+
+def test_profile_passes_through_get_profile():
+    profile = get_profile("smoke")
+    assert get_profile(profile) is profile
+    assert get_profile(profile, epochs=2).epochs == 2
