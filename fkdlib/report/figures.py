@@ -1,0 +1,251 @@
+"""One figure style for every notebook, and the plots they all share.
+
+The style is a clean white grid with readable fonts and the Okabe–Ito colour-blind-safe
+palette; a method keeps its colour in every figure (:func:`method_color`). Figures are saved
+as PNG (raster, >= 200 dpi), PDF and SVG, each rendered to memory and written atomically,
+with dates stripped and a fixed SVG id salt so the same figure gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+from cycler import cycler
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ..errors import ConfigError
+from ..io import atomic_write_bytes
+
+#: Okabe & Ito (2008) colour-blind-safe palette, with a neutral grey for baselines.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+           "#000000", "#7F7F7F")
+
+# Fixed colours for the methods the notebooks compare; others get a stable palette colour.
+_METHOD_COLORS = {
+    "teacher": "#000000",
+    "student": "#7F7F7F", "baseline": "#7F7F7F", "scratch": "#7F7F7F", "softmax": "#7F7F7F",
+    "norm_softmax": "#56B4E9", "sphereface": "#009E73", "cosface": "#E69F00",
+    "arcface": "#0072B2", "combined": "#CC79A7",
+    "kd": "#E69F00", "fitnet": "#56B4E9", "at": "#009E73", "rkd": "#CC79A7", "pkt": "#F0E442",
+    "l_fm": "#56B4E9", "l_sr": "#0072B2",
+    "fcd": "#0072B2", "a_skd": "#009E73",
+    "ours": "#D55E00", "srrl": "#D55E00", "fcd+icd": "#D55E00", "icd": "#D55E00",
+    "fan_face": "#D55E00", "condface": "#D55E00", "f_skd": "#D55E00", "vargfacenet": "#D55E00",
+}
+
+#: rcParams of the fkdlib figure style.
+STYLE: dict[str, Any] = {
+    "figure.figsize": (6.0, 4.0),
+    "figure.dpi": 100,
+    "figure.facecolor": "white",
+    "axes.facecolor": "white",
+    "axes.edgecolor": "#333333",
+    "axes.grid": True,
+    "axes.axisbelow": True,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "axes.prop_cycle": cycler(color=list(PALETTE)),
+    "grid.color": "#DDDDDD",
+    "grid.linewidth": 0.8,
+    "font.size": 10,
+    "xtick.labelsize": 9.5,
+    "ytick.labelsize": 9.5,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "lines.linewidth": 1.8,
+    "savefig.dpi": 300,
+    "savefig.bbox": "tight",
+    "pdf.fonttype": 42,  # TrueType: text stays editable and searchable in the PDF
+    "svg.hashsalt": "fkdlib",  # deterministic element ids in the SVG
+}
+
+_FORMATS = ("png", "pdf", "svg")
+_NO_DATES = {"png": {}, "pdf": {"CreationDate": None, "ModDate": None}, "svg": {"Date": None}}
+
+
+def use_style() -> None:
+    """Apply the fkdlib style globally (a notebook's first cell)."""
+    mpl.rcParams.update(STYLE)
+
+
+def style_context() -> contextlib.AbstractContextManager:
+    """The fkdlib style for a ``with`` block only; the previous rcParams come back after."""
+    return mpl.rc_context(STYLE)
+
+
+def _canonical(name: str) -> str:
+    return str(name).strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def method_color(name: str) -> str:
+    """The colour of a method, the same in every figure and every process.
+
+    Known names (``arcface``, ``teacher``, ``kd``, ``ours`` ...; case, spaces and hyphens
+    ignored) have fixed colours; any other name gets a palette colour chosen by a hash of the
+    name (SHA-256, not Python's salted ``hash``), so it is stable too.
+    """
+    key = _canonical(name)
+    if key in _METHOD_COLORS:
+        return _METHOD_COLORS[key]
+    digest = int(hashlib.sha256(key.encode("utf-8")).hexdigest(), 16)
+    return PALETTE[digest % len(PALETTE)]
+
+
+def save_figure(fig: Figure, path_stem: str | os.PathLike, dpi: int = 300) -> list[Path]:
+    """Write ``<stem>.png``, ``<stem>.pdf`` and ``<stem>.svg`` atomically; return the paths.
+
+    Each format is rendered to memory first, so a failure leaves no partial file.
+    """
+    if dpi < 200:
+        raise ConfigError(f"figures are saved at 200 dpi or more, got dpi={dpi}")
+    stem = Path(path_stem)
+    if stem.name in ("", ".", ".."):
+        raise ConfigError(f"path_stem must name a file (without extension), got {path_stem!r}")
+    paths = []
+    for fmt in _FORMATS:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", metadata=_NO_DATES[fmt])
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        atomic_write_bytes(path, buffer.getvalue())
+        paths.append(path)
+    return paths
+
+
+def _vector(values: Any, what: str) -> np.ndarray:
+    """A finite 1-D float array from a list, NumPy array or (CPU/GPU) torch tensor."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{what} must be a non-empty 1-D array, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return array
+
+
+def _axes(ax: Axes | None) -> Axes:
+    return plt.subplots()[1] if ax is None else ax
+
+
+def plot_similarity_distributions(
+    data: Mapping[str, tuple[Any, Any]], ax: Axes | None = None, bins: int = 80,
+    value_range: tuple[float, float] | None = None,
+) -> Axes:
+    """Densities of positive- and negative-pair similarities per method on shared axes.
+
+    Each method has one colour: positive pairs solid, negative pairs dashed, drawn as
+    histogram densities (``numpy.histogram(density=True)``) over common bins, with a vertical
+    line at each mean. ``value_range`` defaults to the range of all the data.
+    """
+    if not data:
+        raise ValueError("no methods to plot: pass {method: (positive, negative)}")
+    arrays = {}
+    for method, pair in data.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"data[{method!r}] must be a (positive, negative) pair of arrays")
+        arrays[method] = (_vector(pair[0], f"positive similarities of {method!r}"),
+                          _vector(pair[1], f"negative similarities of {method!r}"))
+    if value_range is None:
+        everything = np.concatenate([np.concatenate(p) for p in arrays.values()])
+        value_range = (float(everything.min()), float(everything.max()))
+        if value_range[0] == value_range[1]:
+            value_range = (value_range[0] - 0.5, value_range[1] + 0.5)
+    edges = np.linspace(value_range[0], value_range[1], bins + 1)
+    ax = _axes(ax)
+    for method, (positive, negative) in arrays.items():
+        color = method_color(method)
+        for kind, values, style in (("pos", positive, "-"), ("neg", negative, "--")):
+            density, _ = np.histogram(values, bins=edges, density=True)
+            ax.stairs(density, edges, color=color, linestyle=style, linewidth=1.6,
+                      label=f"{method} ({kind})")
+            ax.axvline(values.mean(), color=color, linestyle=style, linewidth=1.0, alpha=0.8,
+                       label=f"_{method} ({kind}) mean")
+    ax.set_xlabel("cosine similarity")
+    ax.set_ylabel("density")
+    ax.legend(loc="best", ncol=2 if len(arrays) > 2 else 1)
+    return ax
+
+
+def plot_roc(curves: Mapping[str, tuple[Any, Any]], ax: Axes | None = None,
+             min_far: float | None = None) -> Axes:
+    """ROC curves, TAR against FAR on a logarithmic FAR axis.
+
+    Points with FAR = 0 cannot be placed on a log axis and are left out; ``min_far`` sets
+    the left end of the axis (default: the smallest positive FAR plotted, at most 0.1).
+    """
+    if not curves:
+        raise ValueError("no methods to plot: pass {method: (fpr, tpr)}")
+    ax = _axes(ax)
+    smallest = np.inf
+    for method, pair in curves.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"curves[{method!r}] must be an (fpr, tpr) pair of arrays")
+        fpr = _vector(pair[0], f"FAR of {method!r}")
+        tpr = _vector(pair[1], f"TAR of {method!r}")
+        if fpr.shape != tpr.shape:
+            raise ValueError(f"{method!r}: FAR and TAR lengths differ ({fpr.size} vs {tpr.size})")
+        if fpr.min() < 0 or fpr.max() > 1 or tpr.min() < 0 or tpr.max() > 1:
+            raise ValueError(f"{method!r}: FAR and TAR must be rates in [0, 1]")
+        keep = fpr > 0
+        if not keep.any():
+            raise ValueError(f"{method!r}: every FAR is 0, nothing can be drawn on a log axis")
+        smallest = min(smallest, float(fpr[keep].min()))
+        ax.plot(fpr[keep], tpr[keep], color=method_color(method), label=method)
+    ax.set_xscale("log")
+    ax.set_xlim(min_far if min_far is not None else min(smallest, 0.1), 1.0)
+    ax.set_ylim(0.0, 1.01)
+    ax.set_xlabel("false accept rate (FAR)")
+    ax.set_ylabel("true accept rate (TAR)")
+    ax.legend(loc="lower right")
+    return ax
+
+
+def _label_colors(count: int) -> list:
+    """Distinct colours: the palette, then tab20, then evenly spaced samples of turbo."""
+    if count <= len(PALETTE):
+        return list(PALETTE[:count])
+    if count <= 20:
+        return [mpl.colormaps["tab20"](i) for i in range(count)]
+    return [mpl.colormaps["turbo"](i / (count - 1)) for i in range(count)]
+
+
+def plot_embedding_2d(xy: Any, labels: Any, ax: Axes | None = None,
+                      title: str | None = None) -> Axes:
+    """Scatter of 2-D points (t-SNE / UMAP output, or raw 2-D features) coloured by label.
+
+    One scatter per label, in sorted label order; a legend is drawn for up to 12 labels.
+    """
+    if hasattr(xy, "detach"):
+        xy = xy.detach().cpu().numpy()
+    points = np.asarray(xy, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"xy must have shape (n, 2), got {points.shape}")
+    if hasattr(labels, "detach"):
+        labels = labels.detach().cpu().numpy()
+    labels = np.asarray(labels)
+    if labels.shape != (points.shape[0],):
+        raise ValueError(f"labels must have shape ({points.shape[0]},), got {labels.shape}")
+    ax = _axes(ax)
+    unique = sorted(np.unique(labels).tolist())
+    for label, color in zip(unique, _label_colors(len(unique))):
+        chosen = points[labels == label]
+        ax.scatter(chosen[:, 0], chosen[:, 1], s=10, color=color, alpha=0.85, linewidths=0,
+                   label=str(label))
+    ax.set_aspect("equal", adjustable="datalim")
+    if len(unique) <= 12:
+        ax.legend(loc="best", markerscale=1.5, fontsize=8)
+    if title:
+        ax.set_title(title)
+    return ax

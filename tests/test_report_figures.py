@@ -1,0 +1,156 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.collections import PathCollection  # noqa: E402
+from matplotlib.patches import StepPatch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from fkdlib.errors import ConfigError  # noqa: E402
+from fkdlib.report.figures import (  # noqa: E402
+    PALETTE,
+    STYLE,
+    method_color,
+    plot_embedding_2d,
+    plot_roc,
+    plot_similarity_distributions,
+    save_figure,
+    style_context,
+    use_style,
+)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_save_figure_writes_valid_png_pdf_svg(tmp_path):
+    with style_context():
+        fig, ax = plt.subplots(figsize=(2, 1.5))
+        ax.plot([0, 1], [0, 1])
+        paths = save_figure(fig, tmp_path / "out" / "curve")
+    assert [p.name for p in paths] == ["curve.png", "curve.pdf", "curve.svg"]
+    assert all(p.exists() for p in paths)
+    with Image.open(paths[0]) as image:
+        assert image.format == "PNG"
+        assert min(image.info["dpi"]) >= 199.5
+    assert paths[1].read_bytes().startswith(b"%PDF-")
+    assert paths[1].read_bytes().rstrip().endswith(b"%%EOF")
+    svg = paths[2].read_text()
+    assert svg.startswith("<?xml") and "<svg" in svg and svg.rstrip().endswith("</svg>")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "curve.pdf", "curve.png", "curve.svg"]
+
+
+def test_saved_vector_files_are_reproducible(tmp_path):
+    with style_context():
+        fig, ax = plt.subplots(figsize=(2, 1.5))
+        ax.plot([0, 1, 2], [1, 0, 1], label="a")
+        ax.legend()
+        first = [p.read_bytes() for p in save_figure(fig, tmp_path / "a")]
+        second = [p.read_bytes() for p in save_figure(fig, tmp_path / "b")]
+    assert first == second
+
+
+def test_low_dpi_is_refused(tmp_path):
+    fig, _ = plt.subplots()
+    with pytest.raises(ConfigError, match="200 dpi"):
+        save_figure(fig, tmp_path / "x", dpi=100)
+
+
+def test_style_context_restores_rcparams_and_use_style_sets_them():
+    before = matplotlib.rcParams["axes.spines.top"]
+    with style_context():
+        assert matplotlib.rcParams["axes.spines.top"] is False
+        assert matplotlib.rcParams["axes.prop_cycle"].by_key()["color"] == list(PALETTE)
+    assert matplotlib.rcParams["axes.spines.top"] == before
+    with matplotlib.rc_context():
+        use_style()
+        assert matplotlib.rcParams["axes.grid"] is True
+        assert matplotlib.rcParams["pdf.fonttype"] == STYLE["pdf.fonttype"]
+
+
+def test_method_colors_are_fixed_stable_and_from_the_palette():
+    assert method_color("ArcFace") == method_color("arcface") == "#0072B2"
+    assert method_color("Norm-Softmax") == method_color("norm_softmax")
+    assert method_color("teacher") == "#000000"
+    arcface_notebook = ["softmax", "norm_softmax", "sphereface", "cosface", "arcface", "combined"]
+    assert len({method_color(m) for m in arcface_notebook}) == len(arcface_notebook)
+    # unknown names: a palette colour chosen by SHA-256, identical on every call
+    assert method_color("my new method") in PALETTE
+    assert method_color("my new method") == method_color("My-New method")
+
+
+def test_similarity_distributions_plot_the_input_densities_and_means():
+    rng = np.random.default_rng(0)
+    data = {
+        "ArcFace": (rng.normal(0.6, 0.1, 300), torch.tensor(rng.normal(0.0, 0.1, 500))),
+        "Softmax": (rng.normal(0.5, 0.15, 200), rng.normal(0.1, 0.15, 400)),
+    }
+    ax = plot_similarity_distributions(data, bins=20)
+    everything = np.concatenate([np.concatenate([np.asarray(a) for a in p]) for p in data.values()])
+    edges = np.linspace(everything.min(), everything.max(), 21)
+    stairs = {patch.get_label(): patch for patch in ax.patches if isinstance(patch, StepPatch)}
+    assert set(stairs) == {"ArcFace (pos)", "ArcFace (neg)", "Softmax (pos)", "Softmax (neg)"}
+    for method, (positive, negative) in data.items():
+        for kind, values in (("pos", np.asarray(positive)), ("neg", np.asarray(negative))):
+            plotted = stairs[f"{method} ({kind})"].get_data()
+            expected, _ = np.histogram(values, bins=edges, density=True)
+            np.testing.assert_allclose(plotted.values, expected)
+            np.testing.assert_allclose(plotted.edges, edges)
+            mean_line = [line for line in ax.lines
+                         if line.get_label() == f"_{method} ({kind}) mean"]
+            assert len(mean_line) == 1
+            np.testing.assert_allclose(mean_line[0].get_xdata(), [values.mean()] * 2)
+            assert stairs[f"{method} ({kind})"].get_edgecolor() == \
+                matplotlib.colors.to_rgba(method_color(method))
+
+
+def test_similarity_distributions_refuse_bad_input():
+    with pytest.raises(ValueError, match="no methods"):
+        plot_similarity_distributions({})
+    with pytest.raises(ValueError, match="pair"):
+        plot_similarity_distributions({"a": np.zeros(3)})
+    with pytest.raises(ValueError, match="NaN"):
+        plot_similarity_distributions({"a": (np.array([0.1, np.nan]), np.zeros(3))})
+
+
+def test_roc_plots_the_input_on_a_log_far_axis():
+    fpr = np.array([0.0, 1e-4, 1e-3, 1e-2, 0.1, 1.0])
+    tpr = np.array([0.2, 0.5, 0.7, 0.85, 0.95, 1.0])
+    ax = plot_roc({"ArcFace": (fpr, tpr), "Softmax": (fpr, tpr * 0.9)})
+    assert ax.get_xscale() == "log"
+    lines = {line.get_label(): line for line in ax.lines}
+    np.testing.assert_allclose(lines["ArcFace"].get_xdata(), fpr[1:])
+    np.testing.assert_allclose(lines["ArcFace"].get_ydata(), tpr[1:])
+    np.testing.assert_allclose(lines["Softmax"].get_ydata(), 0.9 * tpr[1:])
+    assert ax.get_xlim() == pytest.approx((1e-4, 1.0))
+    with pytest.raises(ValueError, match="lengths differ"):
+        plot_roc({"a": (fpr, tpr[:-1])})
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        plot_roc({"a": (fpr, tpr * 2)})
+
+
+def test_embedding_2d_scatters_each_label():
+    rng = np.random.default_rng(1)
+    xy = rng.normal(size=(40, 2))
+    labels = np.repeat(["b", "a", "c", "d"], 10)
+    ax = plot_embedding_2d(xy, labels, title="toy")
+    collections = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert [c.get_label() for c in collections] == ["a", "b", "c", "d"]
+    for collection in collections:
+        np.testing.assert_allclose(collection.get_offsets(), xy[labels == collection.get_label()])
+    assert ax.get_title() == "toy"
+    many = plot_embedding_2d(rng.normal(size=(60, 2)), np.arange(60) % 30)
+    colors = [tuple(c.get_facecolor()[0]) for c in many.collections]
+    assert len(set(colors)) == 30
+    with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
+        plot_embedding_2d(np.zeros((5, 3)), np.zeros(5))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        plot_embedding_2d(np.zeros((5, 2)), np.zeros(4))

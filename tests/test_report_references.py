@@ -1,0 +1,114 @@
+import math
+
+import pandas as pd
+import pytest
+
+from fkdlib.errors import ConfigError
+from fkdlib.report.references import (
+    REFERENCE_COLUMNS,
+    list_references,
+    load_reference,
+    reference_table,
+)
+
+REQUIRED = [
+    "arcface_combined_margin", "vargfacenet_official", "fanface_table_3_1", "fanface_table_3_2",
+    "fanface_table_3_8", "srrl_table_4_2", "srrl_table_4_3", "srrl_table_4_4", "srrl_table_4_5",
+    "srrl_table_4_8", "srrl_table_4_12", "srrl_table_4_13", "srrl_table_4_19",
+    "condface_table_5_1", "condface_table_5_2", "condface_table_5_3", "insightface_model_sizes",
+    "vargfacenet_size",
+]
+
+
+def value(name, method, metric, setting=""):
+    frame = load_reference(name)
+    row = frame[(frame["method"] == method) & (frame["metric"] == metric)
+                & (frame["setting"] == setting)]
+    assert len(row) == 1, (name, method, metric, setting)
+    return row["value"].iloc[0]
+
+
+def test_every_table_loads_with_its_source():
+    names = list_references()
+    assert set(REQUIRED) <= set(names)
+    for name in names:
+        frame = load_reference(name)
+        assert tuple(frame.columns) == REFERENCE_COLUMNS, name
+        assert len(frame) > 0, name
+        assert (frame["source"].str.strip() != "").all(), name
+        assert (frame["method"].str.strip() != "").all(), name
+        assert not frame.duplicated(["setting", "method", "metric"]).any(), name
+        assert frame["value"].notna().any(), name
+        assert frame["value"].dtype == float, name
+
+
+@pytest.mark.parametrize("name,method,metric,setting,expected", [
+    # PAPERS.md, 01 ArcFace
+    ("arcface_combined_margin", "ArcFace (1,0.5,0)", "LFW", "", 99.83),
+    ("arcface_combined_margin", "Norm-Softmax", "CFP-FP", "", 88.50),
+    ("arcface_combined_margin", "CM (1,0.3,0.2)", "AgeDB-30", "", 98.13),
+    ("fanface_table_3_8", "Softmax", "LFW", "ResNet64", 97.88),
+    ("fanface_table_3_8", "CosFace", "YTF", "ResNet64", 96.1),
+    ("fanface_table_3_1", "AS5 ResNet34-Softmax", "TAR@FAR=1e-5", "", 0.619),
+    ("fanface_table_3_1", "Baseline ArcFace (ResNet34)", "TAR@FAR=1e-3", "", 0.929),
+    ("fanface_table_3_1", "AS7 Multi-task", "TAR@FAR=1e-2", "", 0.927),
+    ("insightface_model_sizes", "IResNet-100", "MACs", "", 12.09),
+    # 02 VarGFaceNet
+    ("vargfacenet_official", "recursive 2", "DeepGlint-light TPR@FPR=1e-8", "", 0.88784),
+    ("vargfacenet_official", "from scratch", "CFP-FP", "", 98.086),
+    ("vargfacenet_size", "VarGFaceNet (with SE)", "params", "", 5.20),
+    # 03 SRRL
+    ("srrl_table_4_12", "Ours", "Ver TAR@FAR=1e-6", "", 94.17),
+    ("srrl_table_4_12", "Teacher", "Id rank-1", "", 98.82),
+    ("srrl_table_4_2", "L_FM+L_SR", "Top-1", "conv4", 79.58),
+    ("srrl_table_4_2", "Student (WRN-16-4)", "Top-1", "", 76.97),
+    ("srrl_table_4_5", "Student", "L2 distance", "", 1.48),
+    ("srrl_table_4_5", "L_FM+L_SR", "NMI", "", 79.85),
+    ("srrl_table_4_3", "L_SR", "KL with teacher", "", 0.4828),
+    ("srrl_table_4_4", "L_FM+L_SR-CE", "Top-1", "", 78.80),
+    ("srrl_table_4_13", "PKT", "CPLFW", "", 89.93),
+    ("srrl_table_4_19", "Ours (trained on D+U)", "CFP-FP", "", 92.91),
+    ("srrl_table_4_8", "CRD", "Top-1", "MobileNetV2 (2.37M) / WRN-40-4 (8.97M)", 71.46),
+    # 05 FAN-Face
+    ("fanface_table_3_2", "H2, 1-M, BL", "params", "ResNet50", 42.7),
+    ("fanface_table_3_2", "ArcFace", "FLOPs", "ResNet34", 3.71),
+    # 06 CondFace
+    ("condface_table_5_3", "CondFace", "LFW accuracy (inverted)", "", 97.79),
+    ("condface_table_5_3", "BL", "SSIM", "", 0.21),
+    ("condface_table_5_2", "AS5", "IJB-C TAR@FAR=1e-4", "", 91.55),
+    ("condface_table_5_1", "DC:C=300", "AMI", "Sub200", 38.09),
+])
+def test_spot_checks_against_papers_md_and_the_thesis(name, method, metric, setting, expected):
+    assert value(name, method, metric, setting) == pytest.approx(expected, abs=1e-9)
+
+
+def test_missing_cells_are_nan_not_zero():
+    assert math.isnan(value("fanface_table_3_8", "ArcFace", "YTF", "ResNet50"))
+    assert math.isnan(value("fanface_table_3_3", "ResNet50+SENet50", "TAR@FAR=1e-5"))
+
+
+def test_reference_table_is_wide_in_the_papers_order():
+    wide = reference_table("arcface_combined_margin")
+    assert list(wide.columns) == ["method", "LFW", "CFP-FP", "AgeDB-30"]
+    assert list(wide["method"]) == ["Norm-Softmax", "SphereFace (1.5,0,0)", "CosFace (1,0,0.35)",
+                                    "ArcFace (1,0.5,0)", "CM (1,0.3,0.2)"]
+    assert list(wide["CFP-FP"]) == [88.50, 94.17, 94.4, 94.04, 94.51]
+    by_backbone = reference_table("fanface_table_3_2")
+    assert list(by_backbone.columns) == ["setting", "method", "params", "FLOPs"]
+    one_pair = reference_table("srrl_table_4_8", setting="WRN-16-4 (2.77M) / WRN-40-4 (8.97M)")
+    assert list(one_pair["method"]) == ["Student", "KD", "AT", "OFD", "RKD", "CRD", "Ours",
+                                        "Teacher"]
+    assert one_pair.set_index("method").loc["Ours", "Top-1"] == 79.58
+
+
+def test_unknown_names_are_refused_with_the_list():
+    with pytest.raises(ConfigError, match="available: arcface_combined_margin"):
+        load_reference("arcface_table")
+    with pytest.raises(ConfigError, match="no setting 'R18'"):
+        reference_table("fanface_table_3_2", setting="R18")
+
+
+def test_natural_order():
+    names = list_references()
+    assert names.index("srrl_table_4_2") < names.index("srrl_table_4_10")
+    assert isinstance(load_reference(names[0]), pd.DataFrame)
