@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (sub-commands are added by their own modules)."""
     from .data.formats.cli import add_convert_parser
     from .data.synthface.cli import add_synth_parser
+    from .models.cli import add_profile_model_parser
     from .reproduce import add_reproduce_parser
 
     parser = argparse.ArgumentParser(
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_synth_parser(commands)
     add_convert_parser(commands)
+    add_profile_model_parser(commands)
     add_reproduce_parser(commands)
     return parser
 
