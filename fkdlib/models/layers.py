@@ -9,8 +9,9 @@
 - :class:`EmbeddingHead`: Dropout -> Linear -> BatchNorm1d, the end of the BN-Dropout-FC-BN
   embedding layer of IResNet (ArcFace, Deng et al. 2019) and of MobileFaceNet's output.
 - :func:`scale_channels` and :func:`check_input_size`: the width multiplier and input sizes.
-
-Later papers add their blocks here (VarGFaceNet's variable group convolution, SE, ...).
+- VarGFaceNet (Yan et al., ICCVW 2019): :class:`VarGConv` (variable group convolution, S
+  channels per group), :class:`VarGSeparable`, :class:`SqueezeExcitation`,
+  :class:`VarGNormalBlock` and :class:`VarGDownBlock`.
 """
 
 from __future__ import annotations
@@ -243,3 +244,204 @@ class EmbeddingHead(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.bn(self.fc(self.dropout(pooled)))
+
+
+# VarGFaceNet (Yan et al., ICCVW 2019): S = 8 channels per group and an SE reduction of 4, as in
+# the authors' MXNet symbol (``group_base=8``, ``se_ratio=4``).
+VARG_GROUP_SIZE = 8
+SE_REDUCTION = 4
+
+
+def variable_groups(channels: int, group_size: int) -> int:
+    """Group count of a variable group convolution: ``channels / group_size``.
+
+    VarGNet / VarGFaceNet (Yan et al., 2019, Sec. 3.1) fix the number of channels per group
+    ``S`` instead of the number of groups, so the group count ``n_i = C_i / S`` varies with the
+    layer's width. ``S = 1`` is a depthwise convolution.
+
+    Raises:
+        ConfigError: ``group_size`` is not a positive integer, or it does not divide
+            ``channels``.
+    """
+    group_size = check_positive_int(group_size, "group_size")
+    channels = check_positive_int(channels, "channels")
+    if channels % group_size:
+        raise ConfigError(
+            f"a variable group convolution puts group_size={group_size} channels in each group, "
+            f"so its input channel count must be a multiple of {group_size}, got {channels}; "
+            f"choose a group_size that divides {channels} (1 gives a depthwise convolution) or "
+            "a channel count divisible by the group size"
+        )
+    return channels // group_size
+
+
+class VarGConv(nn.Conv2d):
+    """Variable group convolution (VarGNet; VarGFaceNet Sec. 3.1), without bias.
+
+    A ``kernel_size`` convolution whose groups each hold ``group_size`` (S) input channels, so
+    ``groups = in_channels / S``: S = 8 in VarGFaceNet, S = 1 makes it depthwise. Its cost is
+    ``k^2 * S * C_out * H_out * W_out`` multiply-adds (Eq. 1 of the paper). Padding defaults to
+    ``kernel_size // 2`` ("same" for odd kernels at stride 1).
+
+    Raises:
+        ConfigError: ``in_channels`` is not a multiple of ``group_size``, or ``out_channels``
+            is not a multiple of the resulting group count.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        group_size: int = VARG_GROUP_SIZE,
+        padding: int | None = None,
+    ) -> None:
+        groups = variable_groups(in_channels, group_size)
+        if out_channels % groups:
+            raise ConfigError(
+                f"a variable group convolution with {groups} groups ({in_channels} input "
+                f"channels / group_size {group_size}) needs an output channel count divisible by "
+                f"{groups}, got {out_channels}"
+            )
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=kernel_size // 2 if padding is None else padding,
+            groups=groups,
+            bias=False,
+        )
+        self.group_size = int(group_size)
+
+
+class VarGSeparable(nn.Module):
+    """VarGFaceNet's separable unit: 3x3 variable group conv, then a 1x1 pointwise conv.
+
+    ``in_channels -> expansion * in_channels`` with a 3x3 :class:`VarGConv` (``stride``) -> BN ->
+    PReLU -> 1x1 conv to ``out_channels`` -> BN (-> PReLU when ``pointwise_act``). The paper's
+    blocks double the channels inside the unit (``expansion=2``, Sec. 3.2); the head's block
+    keeps them (``expansion=1``, the authors' ``factor=1``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        expansion: int = 2,
+        group_size: int = VARG_GROUP_SIZE,
+        pointwise_act: bool = True,
+    ) -> None:
+        super().__init__()
+        expanded = in_channels * check_positive_int(expansion, "expansion")
+        self.group_conv = VarGConv(in_channels, expanded, 3, stride=stride, group_size=group_size)
+        self.group_bn = nn.BatchNorm2d(expanded, eps=BN_EPS)
+        self.group_act = nn.PReLU(expanded)
+        self.pointwise = ConvBNAct(expanded, out_channels, 1, act=pointwise_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.group_act(self.group_bn(self.group_conv(x))))
+
+
+class SqueezeExcitation(nn.Module):
+    """Squeeze-and-excitation gate as VarGFaceNet uses it (Hu et al., 2018; Yan et al., 2019).
+
+    ``x * sigmoid(W2 PReLU(W1 GAP(x) + b1) + b2)``: global average pooling, a 1x1 conv with bias
+    to ``channels // reduction`` channels, a per-channel PReLU, a 1x1 conv with bias back to
+    ``channels``, and a sigmoid that rescales each channel of ``x``. The reduction is 4 in the
+    authors' code (``se_ratio=4``), not the 16 of the original SE-Net.
+    """
+
+    def __init__(self, channels: int, reduction: int = SE_REDUCTION) -> None:
+        super().__init__()
+        channels = check_positive_int(channels, "channels")
+        reduction = check_positive_int(reduction, "reduction")
+        squeezed = channels // reduction
+        if squeezed < 1:
+            raise ConfigError(
+                f"a squeeze-and-excitation gate on {channels} channels with reduction {reduction} "
+                f"would squeeze to 0 channels; use at least {reduction} channels or a smaller "
+                "reduction"
+            )
+        self.reduce = nn.Conv2d(channels, squeezed, 1)
+        self.act = nn.PReLU(squeezed)
+        self.expand = nn.Conv2d(squeezed, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = nn.functional.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.expand(self.act(self.reduce(pooled))))
+
+
+class VarGNormalBlock(nn.Module):
+    """VarGFaceNet's normal block (Fig. 1a of Yan et al., 2019).
+
+    ``PReLU(SE(sep2(sep1(x))) + shortcut(x))`` where ``sep1`` is a :class:`VarGSeparable` with
+    ``stride`` and a PReLU after its pointwise conv, ``sep2`` one at stride 1 without that
+    PReLU, and the shortcut the identity, or, when the stride or the channel count changes, a
+    third separable unit (``stride``, no pointwise PReLU) as in the authors' code.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        expansion: int = 2,
+        group_size: int = VARG_GROUP_SIZE,
+        use_se: bool = True,
+    ) -> None:
+        super().__init__()
+        self.sep1 = VarGSeparable(in_channels, out_channels, stride, expansion, group_size)
+        self.sep2 = VarGSeparable(
+            out_channels, out_channels, 1, expansion, group_size, pointwise_act=False
+        )
+        self.se = SqueezeExcitation(out_channels) if use_se else nn.Identity()
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and in_channels == out_channels
+            else VarGSeparable(
+                in_channels, out_channels, stride, expansion, group_size, pointwise_act=False
+            )
+        )
+        self.act = nn.PReLU(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.se(self.sep2(self.sep1(x))) + self.shortcut(x))
+
+
+class VarGDownBlock(nn.Module):
+    """VarGFaceNet's down-sampling block (Fig. 1b of Yan et al., 2019); it has no SE gate.
+
+    ``PReLU(sep(PReLU(branch1(x) + branch2(x))) + shortcut(x))``: two parallel
+    :class:`VarGSeparable` units at ``stride`` summed, a PReLU, a stride-1 unit, plus a
+    ``stride`` separable shortcut. No unit has a PReLU after its pointwise conv; the summed
+    branches and the output carry the activations (the authors' ``branch_merge_block``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 2,
+        expansion: int = 2,
+        group_size: int = VARG_GROUP_SIZE,
+    ) -> None:
+        super().__init__()
+
+        def unit(cin: int, unit_stride: int) -> VarGSeparable:
+            return VarGSeparable(
+                cin, out_channels, unit_stride, expansion, group_size, pointwise_act=False
+            )
+
+        self.branch1 = unit(in_channels, stride)
+        self.branch2 = unit(in_channels, stride)
+        self.merge_act = nn.PReLU(out_channels)
+        self.sep = unit(out_channels, 1)
+        self.shortcut = unit(in_channels, stride)
+        self.act = nn.PReLU(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        merged = self.merge_act(self.branch1(x) + self.branch2(x))
+        return self.act(self.sep(merged) + self.shortcut(x))
