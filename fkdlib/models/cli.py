@@ -25,26 +25,25 @@ def add_profile_model_parser(subparsers: argparse._SubParsersAction) -> argparse
     parser.add_argument("name", help="registered model name, e.g. iresnet50")
     parser.add_argument("--input-size", type=int, default=112, help="square input (default 112)")
     parser.add_argument(
-        "--embedding-size", type=int, default=512, help="embedding length (default 512)"
+        "--embedding-size", type=int, default=None,
+        help="embedding length (default: the model's, 512 for face backbones)"
     )
-    parser.add_argument("--width", type=float, default=1.0, help="channel multiplier (default 1)")
+    parser.add_argument("--width", type=float, default=None,
+                        help="channel multiplier (default: the model's, 1 for face backbones)")
     parser.set_defaults(handler=run_profile_model)
     return parser
 
 
 def run_profile_model(args: argparse.Namespace) -> int:
     """Handler of ``fkd profile-model``: print the labelled counts, return 0."""
-    report = profile_model(
-        args.name,
-        input_size=args.input_size,
-        embedding_size=args.embedding_size,
-        width=args.width,
-    )
+    options = {key: value for key, value in (("embedding_size", args.embedding_size),
+                                             ("width", args.width)) if value is not None}
+    report = profile_model(args.name, input_size=args.input_size, **options)
     rows = [
         ("model", args.name),
         ("input", "x".join(map(str, report.input_shape[1:]))),
-        ("embedding size", str(args.embedding_size)),
-        ("width", f"{args.width:g}"),
+        *((label, str(options[key])) for key, label in (("embedding_size", "embedding size"),
+                                                         ("width", "width")) if key in options),
         ("parameters", f"{_scaled(report.params)} ({report.params:,})"),
         ("multiply-adds", f"{_scaled(report.macs)}MACs ({report.macs:,})"),
         ("FLOPs (2 x MACs)", f"{_scaled(report.flops)}FLOPs ({report.flops:,})"),

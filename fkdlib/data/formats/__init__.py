@@ -3,10 +3,12 @@
 * :mod:`.recordio`: insightface training sets (``train.rec`` / ``train.idx`` / ``property``).
 * :mod:`.verification_bin`: insightface verification sets (``lfw.bin``, ``cfp_fp.bin``,
   ``agedb_30.bin``), through the restricted unpickler of :mod:`.safe_pickle`.
+* :mod:`.cifar`: CIFAR-10/100 in the python-pickle distribution (SRRL's tables).
 * :mod:`.folders`: one folder per identity, and LFW's ``pairs.txt``.
 * :mod:`.convert` and ``fkd convert``: conversions between them.
 """
 
+from .cifar import CIFARDataset, find_cifar_folder, python2_pickle, write_cifar
 from .convert import ConversionSummary, bin_to_folder, folder_to_rec, pairs_to_bin, rec_to_folder
 from .folders import (
     ImageFolderDataset,
@@ -35,6 +37,10 @@ from .verification_bin import (
 )
 
 __all__ = [
+    "CIFARDataset",
+    "find_cifar_folder",
+    "python2_pickle",
+    "write_cifar",
     "ALLOWED_GLOBALS",
     "IMAGE_EXTENSIONS",
     "ConversionSummary",
