@@ -1,0 +1,81 @@
+"""Datasets: the embedded SynthFace and readers of real face data, behind one spec.
+
+A *dataset spec* is a small dict (so it can be hashed into model-cache keys):
+``{"kind": "synthface", "split": "train", "num_identities": 300, ...}`` (the
+:class:`~fkdlib.data.synthface.SynthFace` arguments), ``{"kind": "recordio", "path": ...}``
+(insightface ``train.rec/.idx/property``), ``{"kind": "folder", "path": ...}`` (one folder
+per identity) or ``{"kind": "cifar", "path": ..., "split": "train"}`` (CIFAR-10/100). The notebooks' ``data`` parameter is parsed by :func:`parse_data_arg`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, MissingDataError
+
+DATA_KINDS = ("synthface", "recordio", "folder", "cifar")
+
+
+def build_dataset(spec: dict[str, Any]) -> Dataset:
+    """Instantiate the dataset a spec describes."""
+    options = dict(spec)
+    kind = options.pop("kind", None)
+    if kind == "synthface":
+        from .synthface import SynthFace
+
+        return SynthFace(**options)
+    if kind == "recordio":
+        from .formats import RecordIODataset
+
+        return RecordIODataset(options.pop("path"), **options)
+    if kind == "folder":
+        from .formats import ImageFolderDataset
+
+        return ImageFolderDataset(options.pop("path"), **options)
+    if kind == "cifar":
+        from .formats import CIFARDataset
+
+        return CIFARDataset(options.pop("path"), **options)
+    raise ConfigError(f"unknown dataset kind {kind!r} in {spec}; expected one of {DATA_KINDS}")
+
+
+def dataset_version(spec: dict[str, Any]) -> str:
+    """What, beyond the spec itself, determines the data: the renderer version for SynthFace,
+    the size and modification time of the files for real data."""
+    kind = spec.get("kind")
+    if kind == "synthface":
+        from .synthface import RENDERER_VERSION
+
+        return f"synthface-{RENDERER_VERSION}"
+    path = Path(spec.get("path", ""))
+    files = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.is_file())
+    return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files[:64])
+
+
+def parse_data_arg(data: str) -> dict[str, Any]:
+    """Parse a notebook's ``data`` parameter.
+
+    ``"synthface"`` selects the embedded dataset; ``"rec:/path/to/faces_emore"`` an insightface
+    folder with ``train.rec/.idx/property`` and verification ``.bin`` files;
+    ``"folder:/path"`` one folder per identity; ``"cifar10:/path"`` or ``"cifar100:/path"``
+    the python-pickle CIFAR distribution (SRRL's classification tables).
+    """
+    data = str(data).strip()
+    if data in ("", "synthface"):
+        return {"kind": "synthface"}
+    prefix, _, path = data.partition(":")
+    kinds = {"rec": "recordio", "recordio": "recordio", "folder": "folder",
+             "cifar10": "cifar", "cifar100": "cifar"}
+    if prefix not in kinds or not path:
+        raise ConfigError(f"cannot read data={data!r}; expected 'synthface', 'rec:/path', "
+                          "'folder:/path', 'cifar10:/path' or 'cifar100:/path'")
+    if not os.path.exists(path):
+        raise MissingDataError(f"data={data!r}: {path} does not exist")
+    spec = {"kind": kinds[prefix], "path": path}
+    if prefix.startswith("cifar"):
+        spec["variant"] = int(prefix[5:])
+    return spec

@@ -1,0 +1,164 @@
+"""Zoo training methods for distilled students, so that a distilled model is a plain
+:class:`~fkdlib.zoo.ModelSpec` (and is cached like any other model).
+
+``method="distill"``, ``method_kwargs``:
+
+- ``"teacher"``: the teacher's ModelSpec as a dict (``ModelSpec.to_dict()``); it is trained or
+  loaded through :func:`fkdlib.zoo.get_or_train`;
+- ``"losses"``: a list of ``{"name": <registered loss>, "weight": w, "kwargs": {...}}``;
+  ``weight`` defaults to the loss's published weight (:data:`DEFAULT_WEIGHTS`), ``kwargs``
+  to ``{}``;
+- ``"ce_weight"``: weight of the student's cross-entropy (default 1).
+
+The teacher is cached in the same zoo folder as the student.
+
+``method="distill_unlabeled"`` (SRRL §4.2.2) takes the same keys plus ``"unlabeled"`` (a dataset
+spec whose images are used without labels) and the
+:class:`~fkdlib.distill.unlabeled.UnlabeledMixupDistiller` settings ``"unlabeled_weight"``,
+``"mixup_weight"``, ``"mixup_alpha"``, ``"temperature"``, ``"seed"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, get_or_train, register_method
+from .angular import ANGULAR_WEIGHT
+from .at import AT_WEIGHT
+from .base import Distiller, create_loss, list_losses
+from .fitnet import FITNET_WEIGHT
+from .icd import FCD_WEIGHT, ICD_WEIGHT
+from .kd import KD_WEIGHT
+from .pkt import PKT_WEIGHT
+from .rkd import RKD_WEIGHT
+from .srrl import SRRL_WEIGHT
+from .unlabeled import UnlabeledMixupDistiller
+
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "angular": ANGULAR_WEIGHT, "kd": KD_WEIGHT, "fitnet": FITNET_WEIGHT, "at": AT_WEIGHT,
+    "rkd": RKD_WEIGHT, "pkt": PKT_WEIGHT, "srrl": SRRL_WEIGHT, "fcd": FCD_WEIGHT, "icd": ICD_WEIGHT,
+}
+_DISTILL_KEYS = {"teacher", "losses", "ce_weight"}
+_UNLABELED_KEYS = {"unlabeled", "unlabeled_weight", "mixup_weight", "mixup_alpha",
+                   "temperature", "seed"}
+
+
+def spec_from_dict(data: dict[str, Any]) -> ModelSpec:
+    """Inverse of ``ModelSpec.to_dict()`` (nested ``init_from`` included).
+
+    Raises:
+        ConfigError: a required field is missing or an unknown field is present.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"a model spec must be a dict (ModelSpec.to_dict()), got "
+                          f"{type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(ModelSpec)}
+    unknown = sorted(set(data) - set(fields))
+    required = [name for name, f in fields.items() if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in data]
+    if unknown or missing:
+        raise ConfigError(f"invalid model spec: unknown fields {unknown}, missing fields "
+                          f"{missing}; expected the fields of ModelSpec: {', '.join(fields)}")
+    values = dict(data)
+    if values.get("init_from") is not None:
+        values["init_from"] = spec_from_dict(values["init_from"])
+    return ModelSpec(**values)
+
+
+def _check_keys(spec: ModelSpec, allowed: set[str]) -> dict[str, Any]:
+    kwargs = dict(spec.method_kwargs)
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ConfigError(f"method {spec.method!r} of {spec.name or spec.backbone!r} does not "
+                          f"take {unknown}; its method_kwargs are: {', '.join(sorted(allowed))}")
+    if "teacher" not in kwargs:
+        raise ConfigError(f"method {spec.method!r} needs method_kwargs['teacher'], the "
+                          "teacher's ModelSpec.to_dict()")
+    return kwargs
+
+
+def _loss_entries(entries: Any) -> list[tuple[str, float, dict[str, Any]]]:
+    """Check the ``"losses"`` list (before any teacher is trained) and fill in defaults."""
+    if not isinstance(entries, (list, tuple)):
+        raise ConfigError(f"method_kwargs['losses'] must be a list of {{'name', 'weight', "
+                          f"'kwargs'}} dicts, got {type(entries).__name__}")
+    checked: list[tuple[str, float, dict[str, Any]]] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or "name" not in entry or set(entry) - {
+                "name", "weight", "kwargs"}:
+            raise ConfigError(f"each loss must be a dict with 'name' and optional 'weight' and "
+                              f"'kwargs', got {entry!r}")
+        name = entry["name"]
+        if name not in list_losses():
+            raise ConfigError(f"unknown distillation loss {name!r}; registered losses: "
+                              f"{', '.join(list_losses())}")
+        if name in [seen for seen, _, _ in checked]:
+            raise ConfigError(f"loss {name!r} is listed twice")
+        weight = entry.get("weight", DEFAULT_WEIGHTS.get(name))
+        if weight is None:
+            raise ConfigError(f"loss {name!r} has no default weight; give 'weight'")
+        options = entry.get("kwargs", {})
+        if not isinstance(options, dict):
+            raise ConfigError(f"the 'kwargs' of loss {name!r} must be a dict, got {options!r}")
+        checked.append((name, weight, options))
+    return checked
+
+
+def build_losses(entries: list[dict[str, Any]], student_backbone: nn.Module,
+                 teacher_backbone: nn.Module,
+                 teacher_head: nn.Module) -> dict[str, tuple[nn.Module, float]]:
+    """``{name: (module, weight)}`` from the ``"losses"`` list of a distillation spec."""
+    return {name: (create_loss(name, student_backbone, teacher_backbone, teacher_head,
+                               **options), weight)
+            for name, weight, options in _loss_entries(entries)}
+
+
+def _teacher(kwargs: dict[str, Any], device: torch.device, cache_dir: str | Path):
+    return get_or_train(spec_from_dict(kwargs["teacher"]), cache_dir, device)
+
+
+@register_method("distill")
+def build_distiller(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
+                    device: torch.device, cache_dir: str | Path = DEFAULT_CACHE_DIR
+                    ) -> Distiller:
+    """Zoo builder: a :class:`Distiller` from ``spec.method_kwargs`` (see the module doc)."""
+    kwargs = _check_keys(spec, _DISTILL_KEYS)
+    _loss_entries(kwargs.get("losses", []))
+    teacher = _teacher(kwargs, device, cache_dir)
+    losses = build_losses(kwargs.get("losses", []), backbone, teacher.backbone, teacher.head)
+    return Distiller(backbone, head, teacher.backbone, teacher.head, losses,
+                     kwargs.get("ce_weight", 1.0))
+
+
+@register_method("distill_unlabeled")
+def build_unlabeled_distiller(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
+                              device: torch.device, cache_dir: str | Path = DEFAULT_CACHE_DIR
+                              ) -> UnlabeledMixupDistiller:
+    """Zoo builder: an :class:`UnlabeledMixupDistiller`; ``method_kwargs["unlabeled"]`` is a
+    dataset spec whose images (not labels) are the unlabeled set."""
+    from ..data import build_dataset
+
+    kwargs = _check_keys(spec, _DISTILL_KEYS | _UNLABELED_KEYS)
+    if "unlabeled" not in kwargs:
+        raise ConfigError("method 'distill_unlabeled' needs method_kwargs['unlabeled'], the "
+                          "dataset spec of the unlabeled images (e.g. SynthFace identities "
+                          "disjoint from the labeled ones)")
+    unlabeled_set = build_dataset(kwargs["unlabeled"])
+    if not hasattr(unlabeled_set, "images_u8"):
+        raise ConfigError(f"the unlabeled dataset {kwargs['unlabeled']} cannot give its images "
+                          "as one uint8 array (images_u8); use an in-memory dataset such as "
+                          "SynthFace")
+    images = torch.as_tensor(unlabeled_set.images_u8()).contiguous()
+    _loss_entries(kwargs.get("losses", []))
+    teacher = _teacher(kwargs, device, cache_dir)
+    losses = build_losses(kwargs.get("losses", []), backbone, teacher.backbone, teacher.head)
+    options = {key: kwargs[key] for key in _UNLABELED_KEYS - {"unlabeled"} if key in kwargs}
+    return UnlabeledMixupDistiller(backbone, head, teacher.backbone, teacher.head, images,
+                                   losses, kwargs.get("ce_weight", 1.0), **options)
