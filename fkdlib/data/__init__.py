@@ -48,9 +48,10 @@ def dataset_version(spec: dict[str, Any]) -> str:
     the size and modification time of the files for real data."""
     kind = spec.get("kind")
     if kind == "synthface":
-        from .synthface import RENDERER_VERSION
+        from .synthface.params import PARAMS_VERSION
+        from .synthface.render import RENDERER_VERSION
 
-        return f"synthface-{RENDERER_VERSION}"
+        return f"synthface-r{RENDERER_VERSION}-p{PARAMS_VERSION}"
     path = Path(spec.get("path", ""))
     files = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.is_file())
     return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files[:64])

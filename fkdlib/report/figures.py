@@ -35,7 +35,7 @@ _METHOD_COLORS = {
     "teacher": "#000000",
     "student": "#7F7F7F", "baseline": "#7F7F7F", "scratch": "#7F7F7F", "softmax": "#7F7F7F",
     "norm_softmax": "#56B4E9", "sphereface": "#009E73", "cosface": "#E69F00",
-    "arcface": "#0072B2", "combined": "#CC79A7",
+    "arcface": "#0072B2", "combined": "#CC79A7", "cm": "#CC79A7",
     "kd": "#E69F00", "fitnet": "#56B4E9", "at": "#009E73", "rkd": "#CC79A7", "pkt": "#F0E442",
     "l_fm": "#56B4E9", "l_sr": "#0072B2",
     "fcd": "#0072B2", "a_skd": "#009E73",
@@ -67,6 +67,7 @@ STYLE: dict[str, Any] = {
     "lines.linewidth": 1.8,
     "savefig.dpi": 300,
     "savefig.bbox": "tight",
+    "figure.constrained_layout.use": True,
     "pdf.fonttype": 42,  # TrueType: text stays editable and searchable in the PDF
     "svg.hashsalt": "fkdlib",  # deterministic element ids in the SVG
 }
@@ -86,7 +87,10 @@ def style_context() -> contextlib.AbstractContextManager:
 
 
 def _canonical(name: str) -> str:
-    return str(name).strip().lower().replace("-", "_").replace(" ", "_")
+    """Lower case, hyphens and spaces as underscores, parameters in brackets dropped (so
+    ``"CM (1,0.3,0.2)"`` and ``"cm"`` share a colour)."""
+    base = str(name).split("(")[0] if not str(name).startswith("(") else str(name)
+    return base.strip().lower().replace("-", "_").replace(" ", "_")
 
 
 def method_color(name: str) -> str:

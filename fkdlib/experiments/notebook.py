@@ -1,0 +1,116 @@
+"""The first and last cells of every notebook: set-up, where outputs go, provenance.
+
+``ctx = start_notebook("01_arcface", profile, seed, device, data)`` moves to the project root
+(so a notebook opened from ``notebooks/`` in JupyterLab and one run by ``fkd reproduce`` see the
+same relative paths), seeds everything, picks the device and the thread count, applies the one
+figure style, and returns a context whose ``save_table`` / ``save_figure`` / ``save_claims``
+write atomically under ``results/<notebook>/`` and ``figures/<notebook>/``. ``ctx.finish()``
+writes ``provenance.json`` (code version, packages, device, profile, runtime).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..io import atomic_write_json
+from ..profiles import Profile, get_profile
+from ..report.claims import ClaimSet
+from ..report.figures import save_figure, use_style
+from ..report.results import save_table
+from ..runtime import configure, provenance
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The nearest folder at or above ``start`` holding ``pyproject.toml`` and ``fkdlib/``."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").exists() and (folder / "fkdlib").is_dir():
+            return folder
+    return here
+
+
+@dataclass
+class NotebookContext:
+    """Where a notebook writes, and what it needs to say about the run."""
+
+    name: str
+    profile: Profile
+    seed: int
+    data: str
+    device: torch.device
+    results_dir: Path
+    figures_dir: Path
+    cache_dir: Path
+    started: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def assess(self) -> bool:
+        """Whether claims get a verdict (not on the smoke profile)."""
+        return self.profile.assess_claims
+
+    def save_table(self, frame: pd.DataFrame, name: str, caption: str | None = None,
+                   float_format: str = "{:.2f}") -> dict[str, Path]:
+        """CSV + Markdown + LaTeX + provenance under ``results/<notebook>/``."""
+        return save_table(frame, self.results_dir / name, caption=caption,
+                          provenance=self.provenance(), float_format=float_format)
+
+    def save_figure(self, fig, name: str) -> list[Path]:
+        """PNG + PDF + SVG under ``figures/<notebook>/``."""
+        return save_figure(fig, self.figures_dir / name)
+
+    def save_claims(self, claims: ClaimSet) -> pd.DataFrame:
+        claims.save(self.results_dir / "claims")
+        return claims.to_frame()
+
+    def time(self, label: str) -> _Timer:
+        """``with ctx.time("training"):`` records a stage's wall-clock time."""
+        return _Timer(self.timings, label)
+
+    def provenance(self, **extra: Any) -> dict[str, Any]:
+        return provenance(self.device, notebook=self.name, profile=self.profile.to_dict(),
+                          seed=self.seed, data=self.data, **extra)
+
+    def finish(self) -> dict[str, Any]:
+        """Write ``provenance.json`` with the total runtime and the per-stage timings."""
+        record = self.provenance(runtime_s=round(time.perf_counter() - self.started, 1),
+                                 timings_s={k: round(v, 1) for k, v in self.timings.items()})
+        atomic_write_json(self.results_dir / "provenance.json", record)
+        return record
+
+
+class _Timer:
+    def __init__(self, timings: dict[str, float], label: str):
+        self.timings, self.label = timings, label
+
+    def __enter__(self) -> _Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.timings[self.label] = self.timings.get(self.label, 0.0) + \
+            time.perf_counter() - self.start
+
+
+def start_notebook(name: str, profile: str = "default", seed: int = 0, device: str = "auto",
+                   data: str = "synthface", results_dir: str | None = None,
+                   figures_dir: str | None = None,
+                   cache_dir: str = "data/cache/models") -> NotebookContext:
+    """Set up a notebook run (see the module docstring)."""
+    os.chdir(project_root())
+    profile_obj = get_profile(profile)
+    torch_device = configure(seed=seed, device=device, num_threads=profile_obj.num_threads)
+    use_style()
+    results = Path(results_dir or Path("results") / name)
+    figures = Path(figures_dir or Path("figures") / name)
+    results.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    return NotebookContext(name, profile_obj, seed, data, torch_device, results, figures,
+                           Path(cache_dir))

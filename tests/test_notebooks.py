@@ -1,0 +1,39 @@
+"""Every stored notebook is clean; notebook 01 runs end to end through papermill (smoke)."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fkdlib.reproduce import notebook_hygiene_problems, reproduce
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stored_clean(notebook):
+    assert notebook_hygiene_problems(notebook) == []
+
+
+@pytest.mark.slow
+def test_notebook_01_runs_on_the_smoke_profile(tmp_path):
+    runs = reproduce("smoke", only=["01_arcface"], results_dir=tmp_path / "results",
+                     figures_dir=tmp_path / "figures", timeout_s=600, log=lambda *_: None)
+    assert [(run.name, run.status) for run in runs] == [("01_arcface", "ok")], runs[0].error
+    results = tmp_path / "results" / "01_arcface"
+    claims = pd.read_csv(results / "claims.csv")
+    assert len(claims) == 14 and set(claims.status) == {"not assessed"}
+    verification = pd.read_csv(results / "verification.csv")
+    assert len(verification) == 6 and verification["LFW-like acc"].between(0, 100).all()
+    for figure in ("target_logit_curves", "similarity_distributions", "roc",
+                   "target_angle_histograms", "toy_2d_embedding", "projections"):
+        for ext in ("png", "pdf", "svg"):
+            assert (tmp_path / "figures" / "01_arcface" / f"{figure}.{ext}").exists()
+    provenance = json.loads((results / "provenance.json").read_text())
+    assert provenance["profile"]["name"] == "smoke" and provenance["runtime_s"] > 0
+    assert "01_arcface" in (tmp_path / "results" / "CLAIMS.md").read_text()

@@ -1,0 +1,74 @@
+"""Model zoo: content-addressed keys, cache hits, corrupt entries retrained, init_from."""
+
+import json
+
+import pytest
+import torch
+
+from fkdlib.errors import ConfigError
+from fkdlib.zoo import ModelSpec, get_or_train
+
+DATA = {"kind": "synthface", "split": "train", "num_identities": 6, "images_per_identity": 6,
+        "resolution": 16, "seed": 0, "difficulty": "easy"}
+TRAIN = {"epochs": 1, "batch_size": 12, "lr": 0.05, "seed": 0}
+
+
+def _spec(**changes):
+    spec = ModelSpec(backbone="iresnet18", head="cosface", data=DATA, train=TRAIN,
+                     backbone_kwargs={"input_size": 16, "width": 0.125, "embedding_size": 16},
+                     head_kwargs={"s": 16.0}, profile="smoke", name="tiny")
+    return spec.replace(**changes)
+
+
+def test_key_depends_on_what_determines_the_model_and_not_on_its_name():
+    base = _spec()
+    assert base.key == _spec(name="renamed").key
+    assert base.key != _spec(head="arcface").key
+    assert base.key != _spec(train={**TRAIN, "seed": 1}).key
+    assert base.key != _spec(data={**DATA, "seed": 1}).key
+    assert base.key != _spec(init_from=_spec()).key
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.backbone.state_dict().items()}
+
+
+def test_train_then_hit_then_retrain_a_corrupt_entry(tmp_path):
+    logs = []
+    first = get_or_train(_spec(), cache_dir=tmp_path, log=logs.append)
+    assert not first.from_cache and (first.path / "manifest.json").exists()
+    assert "theta_mean" in first.history.columns
+    second = get_or_train(_spec(), cache_dir=tmp_path, log=logs.append)
+    assert second.from_cache
+    for key, value in _weights(first).items():
+        assert torch.equal(value, second.backbone.state_dict()[key]), key
+
+    weights = first.path / "weights.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="corrupt"):
+        third = get_or_train(_spec(), cache_dir=tmp_path, log=logs.append)
+    assert not third.from_cache
+    # retraining is deterministic: the same weights as the first run
+    for key, value in _weights(first).items():
+        assert torch.equal(value, third.backbone.state_dict()[key]), key
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    assert manifest["key"] == _spec().key
+
+
+def test_init_from_starts_from_the_parent_weights(tmp_path):
+    parent = get_or_train(_spec(), cache_dir=tmp_path, log=lambda *_: None)
+    child_spec = _spec(init_from=_spec(), train={**TRAIN, "lr": 1e-12, "weight_decay": 0.0},
+                       name="child")
+    child = get_or_train(child_spec, cache_dir=tmp_path, log=lambda *_: None)
+    # with a vanishing learning rate the child keeps its parent's weights (BN stats move)
+    for key, value in parent.backbone.state_dict().items():
+        if "running" in key or "num_batches" in key:
+            continue
+        assert torch.allclose(value, child.backbone.state_dict()[key], atol=1e-6), key
+
+
+def test_unknown_method_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="classify"):
+        get_or_train(_spec(method="telepathy"), cache_dir=tmp_path)
