@@ -230,6 +230,13 @@ def write_run_report(results_dir: Path, figures_dir: Path, runs: Sequence[Notebo
     return path
 
 
+def _relative(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` when inside it (executed notebooks then show portable
+    paths), else absolute."""
+    path, start = path.resolve(), start.resolve()
+    return str(path.relative_to(start)) if path.is_relative_to(start) else str(path)
+
+
 def default_output_dirs(profile: str, root: Path = REPO_ROOT) -> tuple[Path, Path]:
     """Where results and figures go: the committed ``results/`` and ``figures/`` for the
     ``default`` profile, ``build/<profile>/`` for the others so they never overwrite them."""
@@ -256,12 +263,12 @@ def reproduce(profile: str = "default", only: Sequence[str] | None = None,
         log(f"no notebooks found in {notebooks_dir}")
     runs = []
     for notebook in notebooks:
+        cwd = notebooks_dir.parent
         parameters = {"profile": profile_obj.name, "seed": seed, "data": data, "device": device,
-                      "results_dir": str(results_dir / notebook.stem),
-                      "figures_dir": str(figures_dir / notebook.stem)}
+                      "results_dir": _relative(results_dir / notebook.stem, cwd),
+                      "figures_dir": _relative(figures_dir / notebook.stem, cwd)}
         log(f"[{notebook.stem}] running (profile {profile_obj.name}, timeout {timeout_s} s) ...")
-        run = run_notebook(notebook, results_dir / notebook.stem, parameters, timeout_s,
-                           cwd=notebooks_dir.parent)
+        run = run_notebook(notebook, results_dir / notebook.stem, parameters, timeout_s, cwd=cwd)
         atomic_write_json(results_dir / notebook.stem / "run.json", asdict(run))
         where = f" in cell {run.failing_cell}" if run.failing_cell is not None else ""
         log(f"[{notebook.stem}] {run.status} after {run.runtime_s:.1f} s"

@@ -43,7 +43,8 @@ REAL_BINS = {"lfw": "lfw.bin", "cfp_fp": "cfp_fp.bin", "agedb": "agedb_30.bin"}
 FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 # SynthFace draws yaw uniformly in [-max_yaw, max_yaw] and an age drift uniformly in
 # [-max_drift, max_drift] years per image. The CFP-FP-like "profile" side takes the top quarter
-# of the pose range (|yaw| >= 60 only at hard difficulty, as in CFP), and AgeDB-like positives
+# of the pose range (|yaw| >= 60 only at hard difficulty, as in CFP) and the "frontal" side the
+# bottom quarter (at most 15 degrees, as in CFP), and AgeDB-like positives
 # need an age gap of at least 75% of the largest drift: large enough to matter, common enough
 # to fill the folds.
 PROFILE_FRACTION = 0.75
@@ -118,8 +119,10 @@ def _synthface_benchmark(profile: Profile, seed: int) -> FaceBenchmark:
     difficulty = get_difficulty(profile.difficulty)
     protocols = {
         "lfw": lfw_pairs(meta, folds=folds, pairs_per_fold=per_fold, seed=seed),
-        "cfp_fp": cfp_fp_pairs(meta, folds=folds, pairs_per_fold=per_fold, seed=seed,
-                               profile_min_yaw=min(60.0, PROFILE_FRACTION * difficulty.max_yaw)),
+        "cfp_fp": cfp_fp_pairs(
+            meta, folds=folds, pairs_per_fold=per_fold, seed=seed,
+            frontal_max_yaw=min(15.0, (1 - PROFILE_FRACTION) * difficulty.max_yaw),
+            profile_min_yaw=min(60.0, PROFILE_FRACTION * difficulty.max_yaw)),
         "agedb": agedb_pairs(meta, min_age_gap=AGE_GAP_FRACTION * difficulty.max_age_drift,
                              folds=folds, pairs_per_fold=per_fold, seed=seed),
         "ijb": ijb_pairs(meta, max_negatives=IJB_MAX_NEGATIVES, seed=seed),
