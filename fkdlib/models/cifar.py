@@ -226,17 +226,12 @@ class WideResNet(FaceBackbone):
         self.bn = nn.BatchNorm2d(previous, eps=BN_EPS)
         _init_conv_bn(self)
 
-    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Stem, the three group outputs, and the pooled feature (= the embedding)."""
-        self.check_input(x)
-        features = {"stem": self.conv1(x)}
-        out = features["stem"]
-        for name in self.stage_names:
-            out = getattr(self, name)(out)
-            features[name] = out
-        features["pooled"] = _global_pool(F.relu(self.bn(out)))
-        features["embedding"] = features["pooled"]
-        return features
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
+
+    def forward_pooled(self, out: torch.Tensor) -> torch.Tensor:
+        """BN-ReLU of the last group, average-pooled (the pooled feature is the embedding)."""
+        return _global_pool(F.relu(self.bn(out)))
 
 
 class CifarResNet(FaceBackbone):
@@ -292,17 +287,12 @@ class CifarResNet(FaceBackbone):
         self.layer1, self.layer2, self.layer3 = stages
         _init_conv_bn(self)
 
-    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Stem, the three group outputs, and the pooled feature (= the embedding)."""
-        self.check_input(x)
-        features = {"stem": F.relu(self.bn1(self.conv1(x)))}
-        out = features["stem"]
-        for name in self.stage_names:
-            out = getattr(self, name)(out)
-            features[name] = out
-        features["pooled"] = _global_pool(out)
-        features["embedding"] = features["pooled"]
-        return features
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn1(self.conv1(x)))
+
+    def forward_pooled(self, out: torch.Tensor) -> torch.Tensor:
+        """The last group average-pooled (the pooled feature is the embedding)."""
+        return _global_pool(out)
 
 
 class MobileNetV2Cifar(FaceBackbone):
@@ -375,17 +365,12 @@ class MobileNetV2Cifar(FaceBackbone):
         )
         _init_conv_bn(self)
 
-    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Stem, the four stage outputs, and the pooled feature (= the embedding)."""
-        self.check_input(x)
-        features = {"stem": self.stem(x)}
-        out = features["stem"]
-        for name in self.stage_names:
-            out = getattr(self, name)(out)
-            features[name] = out
-        features["pooled"] = _global_pool(self.head(out))
-        features["embedding"] = features["pooled"]
-        return features
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
+
+    def forward_pooled(self, out: torch.Tensor) -> torch.Tensor:
+        """The 1x1 conv head average-pooled (the pooled feature is the embedding)."""
+        return _global_pool(self.head(out))
 
 
 @register_model

@@ -127,17 +127,15 @@ class IResNet(FaceBackbone):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Stem, the four stage outputs, the pooled (pre-FC) feature and the embedding."""
-        self.check_input(x)
-        features = {"stem": self.prelu(self.bn1(self.conv1(x)))}
-        out = features["stem"]
-        for name in self.stage_names:
-            out = getattr(self, name)(out)
-            features[name] = out
-        features["pooled"] = torch.flatten(self.bn2(out), 1)
-        features["embedding"] = self.head(features["pooled"])
-        return features
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prelu(self.bn1(self.conv1(x)))
+
+    def forward_pooled(self, out: torch.Tensor) -> torch.Tensor:
+        """The BN2d output, flattened: the pre-FC feature."""
+        return torch.flatten(self.bn2(out), 1)
+
+    def forward_embedding(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled)
 
 
 @register_model

@@ -94,10 +94,13 @@ def check_dropout(dropout: float) -> float:
 class FaceBackbone(nn.Module, ABC):
     """Interface of every face backbone in fkdlib.
 
-    Subclasses implement :meth:`forward_features`, returning named intermediate maps that
-    distillation losses and FAN-Face integration consume; it must hold at least ``"stem"``,
-    ``"layer1"`` .. ``"layer4"``, ``"pooled"`` (the flat feature that enters the final linear
-    layer) and ``"embedding"``.
+    :meth:`forward_features` returns the named intermediate maps that distillation losses and
+    FAN-Face integration consume: ``"stem"``, one entry per stage of ``stage_names``
+    (``"layer1"`` .. ``"layer4"``; three stages for the CIFAR nets), ``"pooled"`` (the flat
+    feature that enters the final linear layer) and ``"embedding"``. Subclasses provide the
+    stem (:meth:`forward_stem`), the stage modules as attributes named after ``stage_names``,
+    the pooling (:meth:`forward_pooled`) and, where the embedding is not the pooled feature
+    itself, :meth:`forward_embedding`.
 
     Attributes:
         input_size: the square input resolution the network was built for.
@@ -131,8 +134,28 @@ class FaceBackbone(nn.Module, ABC):
             )
 
     @abstractmethod
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The map entering the first stage."""
+
+    @abstractmethod
+    def forward_pooled(self, out: torch.Tensor) -> torch.Tensor:
+        """The flat ``(batch, features)`` vector after the last stage."""
+
+    def forward_embedding(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The embedding from the pooled feature (identity unless a subclass projects it)."""
+        return pooled
+
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Named intermediate outputs, from ``"stem"`` to ``"embedding"``."""
+        self.check_input(x)
+        features = {"stem": self.forward_stem(x)}
+        out = features["stem"]
+        for name in self.stage_names:
+            out = getattr(self, name)(out)
+            features[name] = out
+        features["pooled"] = self.forward_pooled(out)
+        features["embedding"] = self.forward_embedding(features["pooled"])
+        return features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding, shape ``(batch, embedding_size)``."""

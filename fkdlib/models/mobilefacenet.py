@@ -140,17 +140,15 @@ class MobileFaceNet(FaceBackbone):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Stem, the four stage outputs, the pooled (GDC) feature and the embedding."""
-        self.check_input(x)
-        features = {"stem": self.stem(x)}
-        out = features["stem"]
-        for name in self.stage_names:
-            out = getattr(self, name)(out)
-            features[name] = out
-        features["pooled"] = torch.flatten(self.gdc(out), 1)
-        features["embedding"] = self.head(features["pooled"])
-        return features
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
+
+    def forward_pooled(self, out: torch.Tensor) -> torch.Tensor:
+        """The global depthwise conv (GDC) output, flattened."""
+        return torch.flatten(self.gdc(out), 1)
+
+    def forward_embedding(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled)
 
 
 @register_model

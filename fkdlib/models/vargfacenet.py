@@ -180,22 +180,17 @@ class VarGFaceNet(FaceBackbone):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Stem, the four stage outputs, the pooled 512-d feature and the embedding.
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
 
-        ``pooled`` is the output of the embedding's pointwise conv (after its PReLU),
-        flattened: the feature that enters the FC layer.
-        """
-        self.check_input(x)
-        features = {"stem": self.stem(x)}
-        out = features["stem"]
-        for name in self.stage_names:
-            out = getattr(self, name)(out)
-            features[name] = out
+    def forward_pooled(self, out: torch.Tensor) -> torch.Tensor:
+        """The output of the embedding's pointwise conv (after its PReLU), flattened: the
+        feature that enters the FC layer."""
         out = self.embed_group_bn(self.embed_group_conv(self.embed_expand(out)))
-        features["pooled"] = torch.flatten(self.embed_reduce(out), 1)
-        features["embedding"] = self.head(features["pooled"])
-        return features
+        return torch.flatten(self.embed_reduce(out), 1)
+
+    def forward_embedding(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled)
 
 
 @register_model
