@@ -211,7 +211,7 @@ def get_or_train(spec: ModelSpec, cache_dir: str | Path = DEFAULT_CACHE_DIR,
     train_set = build_dataset(spec.data)
     num_classes = int(train_set.num_classes)
     label = spec.name or spec.backbone
-    if entry.exists() and not retrain:
+    if (entry / "manifest.json").exists() and not retrain:
         try:
             model = _load_entry(entry, spec, num_classes)
             log(f"[zoo] {label}: loaded from cache {entry}")
@@ -228,7 +228,9 @@ def get_or_train(spec: ModelSpec, cache_dir: str | Path = DEFAULT_CACHE_DIR,
         if parent.head.state_dict().keys() == head.state_dict().keys():
             head.load_state_dict(parent.head.state_dict())
     task = _METHODS[spec.method](spec, backbone, head, device, cache_dir)
-    log(f"[zoo] {label}: training ({spec.key})")
+    resuming = (entry / "checkpoints" / "last.pt").exists()
+    log(f"[zoo] {label}: {'resuming an interrupted training' if resuming else 'training'} "
+        f"({spec.key})")
     callbacks = []
     if hasattr(train_set, "images_u8"):
         # θ_y statistics per epoch (ArcFace Fig. 4), cached with the model's history
