@@ -1,0 +1,58 @@
+"""Notebook 02 (VarGFaceNet) runs end to end through papermill on the smoke profile."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fkdlib.reproduce import reproduce
+
+NAME = "02_vargfacenet"
+FIGURES = ("efficiency", "training_curves", "generations", "accuracy_vs_cost",
+           "similarity_distributions", "roc", "projections")
+
+
+@pytest.mark.slow
+def test_notebook_02_runs_on_the_smoke_profile(tmp_path):
+    runs = reproduce("smoke", only=[NAME], results_dir=tmp_path / "results",
+                     figures_dir=tmp_path / "figures", timeout_s=600, log=lambda *_: None)
+    assert [(run.name, run.status) for run in runs] == [(NAME, "ok")], runs[0].error
+    results = tmp_path / "results" / NAME
+
+    claims = pd.read_csv(results / "claims.csv")
+    assert len(claims) == 10 and set(claims.status) == {"not assessed"}
+    exact = claims.set_index("id").loc["VarGFaceNet<IR50:params"]
+    assert exact.effect < 0 and exact.ci_low == exact.ci_high == exact.effect
+
+    verification = pd.read_csv(results / "verification.csv")
+    assert list(verification.model) == ["IResNet-18", "IResNet-34", "IResNet-50",
+                                        "MobileFaceNet", "VarGFaceNet", "VarGFaceNet (S=1)"]
+    assert verification["LFW-like acc"].between(0, 100).all()
+
+    generations = pd.read_csv(results / "generations.csv")
+    assert generations.generation.dropna().tolist() == [0, 1, 2]
+    teacher = generations.set_index("model").loc["IResNet-50", "cosine to IResNet-50"]
+    assert teacher == pytest.approx(1.0)
+
+    official = pd.read_csv(results / "official_comparison.csv")
+    assert official["LFW (paper)"].tolist() == [99.683, 99.783, 99.833]
+
+    sizes = pd.read_csv(results / "paper_sizes.csv").set_index("backbone")
+    assert sizes.loc["IResNet-50", "params (M) (ours)"] == pytest.approx(43.59, abs=0.01)
+    assert sizes.loc["VarGFaceNet", "FLOPs (G, 2 per multiply-add) (ours)"] == pytest.approx(
+        1.02, rel=0.01)
+
+    efficiency = pd.read_csv(results / "efficiency.csv")
+    assert len(efficiency) == 12
+    teacher_rows = efficiency[efficiency.backbone == "IResNet-50"]
+    np.testing.assert_allclose(teacher_rows["latency b=1 / IResNet-50"], 1.0)
+    np.testing.assert_allclose(efficiency[
+        "FLOPs (M, 2 per multiply-add)"], 2 * efficiency["multiply-adds (M)"])
+
+    for figure in FIGURES:
+        for ext in ("png", "pdf", "svg"):
+            assert (tmp_path / "figures" / NAME / f"{figure}.{ext}").exists()
+    provenance = json.loads((results / "provenance.json").read_text())
+    assert provenance["profile"]["name"] == "smoke" and provenance["runtime_s"] > 0
+    assert NAME in (tmp_path / "results" / "CLAIMS.md").read_text()
