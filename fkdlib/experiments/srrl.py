@@ -1,0 +1,990 @@
+"""Notebook 03 — SRRL: knowledge distillation via softmax regression representation learning
+(Yang, Martinez, Bulat & Tzimiropoulos, ICLR 2021; thesis ch. 4).
+
+One frozen teacher and one small student. The student is trained alone, with the usual
+distillation baselines (KD, FitNet, AT, RKD, PKT, RepDistiller's weights) and with SRRL's two
+losses on its penultimate feature ``h_S`` (thesis Eq. 4.3, 4.7, 4.8):
+``L = L_CE + α·‖h_T − c(h_S)‖² + β·‖W_T h_T − W_T c(h_S)‖²`` with ``α = β = 1``.
+
+Two tasks share every function here:
+
+- **face** (``data="synthface"``): the shared IResNet teacher
+  (:func:`~fkdlib.experiments.common.teacher_spec`) and a MobileFaceNet student with the
+  teacher's margin head, on the face benchmark (verification, TAR at FAR, identification with
+  distractors): the analogue of thesis Tables 4.12 / 4.13, plus the unlabeled-data extension
+  (§4.2.2, Table 4.19) with SynthFace identities disjoint from the labeled ones.
+- **cifar** (``data="cifar100:/path"`` or ``"cifar10:/path"``): WRN teacher and student with a
+  linear softmax classifier on CIFAR (thesis Tables 4.2–4.5; WRN-40-4 → WRN-16-4 at the paper
+  profile). The trainer's in-memory path flips images but applies no pad-and-crop
+  augmentation, unlike the thesis's CIFAR recipe.
+
+The ablations (thesis Tables 4.2–4.5) are rows of the same study: the distillation position
+(the last feature vs earlier stages vs several), the form of L_SR (L2 / CE / KL), the
+teacher–student KL and the cross-entropy with labels on images of training classes, the L2
+distance between ``h_T`` and ``h_S`` and the NMI of k-means clusters of the test features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LinearRegression
+from threadpoolctl import threadpool_limits
+from torch import nn
+
+from ..data import build_dataset, parse_data_arg
+from ..data.transforms import to_float_image
+from ..distill import AT_STAGES, FITNET_WEIGHT, KD_CE_WEIGHT, KD_WEIGHT, PKT_WEIGHT, RKD_WEIGHT
+from ..distill import AT_WEIGHT as AT_LOSS_WEIGHT
+from ..errors import ConfigError
+from ..evaluation import ClusterAnalysis, project, seed_bootstrap
+from ..profiles import Profile, get_profile
+from ..report.claims import Claim, ClaimSet
+from ..report.references import load_reference
+from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train
+from .common import (
+    Evaluation, FaceBenchmark, evaluate, evidence, face_benchmark, teacher_spec, training_spec)
+
+NOTEBOOK = "03_srrl"
+FACE, CIFAR = "face", "cifar"
+
+# --- the face study ------------------------------------------------------------------------
+STUDENT_BACKBONE = "mobilefacenet"
+# Fraction of the teacher's epochs given to each student, per profile (1 where not listed).
+# Fifteen students must fit the default profile's 15-minute budget on two CPU cores with the
+# teacher cached (about 2 minutes of it is evaluation and analysis), so at that profile every
+# student trains for 40% of the teacher's epochs, 5 of 12: the same for every row, so rows
+# compare.
+STUDENT_EPOCH_FRACTION = {"default": 0.4}
+# New images of each training identity (never trained on) for the teacher–student KL and the
+# cross-entropy with labels (Table 4.3), and for fitting the map behind the L2 distance.
+HELDOUT_IMAGES_PER_IDENTITY = 4
+
+# --- the CIFAR study -----------------------------------------------------------------------
+# (teacher, student) WRN depth and widen factor: the thesis pair at the paper profile (Table
+# 4.1/4.2), a pair 2x narrower and shallower on CPU profiles.
+CIFAR_NETWORKS = {"paper": ({"depth": 40, "widen": 4}, {"depth": 16, "widen": 4})}
+CIFAR_CPU_NETWORKS = ({"depth": 16, "widen": 2}, {"depth": 10, "widen": 1})
+# RepDistiller's recipe used by the thesis (§4.5.1): SGD 0.9, wd 5e-4, lr 0.05, batch 64,
+# 240 epochs, decay 0.1 at epochs 150, 180, 210, no gradient clipping.
+CIFAR_MILESTONES = [150 / 240, 180 / 240, 210 / 240]
+CIFAR_PAPER_RECIPE = {"epochs": 240, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4,
+                      "milestones": CIFAR_MILESTONES, "grad_clip": None}
+CIFAR_LR = 0.05
+# Training images on which the L2 distance's linear map is fitted (CIFAR; faces use the
+# held-out images of training identities).
+CIFAR_FIT_IMAGES = 2000
+
+# Stages for the earlier distillation positions and the FitNet hint, per task: the two
+# stages before the last feature (MobileFaceNet layer3 at 1/8 and layer2 at 1/4 resolution;
+# WRN groups conv3 and conv2 of Table 4.1), with the thesis position each stands for.
+EARLY_STAGES = {FACE: ("layer3", "layer2"), CIFAR: ("layer2", "layer1")}
+THESIS_POSITION = {FACE: {"layer3": "conv3", "layer2": "conv2"},
+                   CIFAR: {"layer2": "conv3", "layer1": "conv2"}}
+AT_STAGES_BY_TASK = {FACE: AT_STAGES, CIFAR: ("layer1", "layer2", "layer3")}
+
+TEACHER = "Teacher"
+STUDENT = "Student"
+OURS = "L_FM+L_SR"
+KD_ZOO = ("KD", "FitNet", "AT", "RKD", "PKT")
+SRRL_ROWS = ("L_FM", "L_SR", OURS)
+GROUPS = ("main", "position", "sr_form", "unlabeled")
+TSNE_ROWS = (STUDENT, "L_FM", "L_SR", OURS, TEACHER)
+TSNE_CLASSES = 10
+# k-means and t-SNE of a few thousand points run in one thread (threadpoolctl): they gain
+# nothing from a second one, and OpenMP threads that spin-wait on a busy two-core machine
+# made them 10-30x slower in our runs.
+SMALL_PROBLEM_THREADS = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one row trains its student.
+
+    Attributes:
+        losses: ``method_kwargs["losses"]`` entries of :mod:`fkdlib.distill.methods`; empty
+            for the student trained alone.
+        ce_weight: weight of the student's own cross-entropy.
+        unlabeled: train with :class:`~fkdlib.distill.UnlabeledMixupDistiller` on the
+            study's unlabeled images too (thesis §4.2.2).
+        group: which table the row belongs to (one of :data:`GROUPS`).
+        position: the feature the SRRL / feature-matching loss is applied to.
+    """
+
+    losses: tuple[dict[str, Any], ...] = ()
+    ce_weight: float = 1.0
+    unlabeled: bool = False
+    group: str = "main"
+    position: str = ""
+
+    def describe(self) -> str:
+        """The objective in words, e.g. ``"1·CE + 1·srrl(fm 1, sr 1 l2, at embedding)"``."""
+        terms = [f"{self.ce_weight:g}·CE"]
+        for entry in self.losses:
+            options = dict(entry.get("kwargs", {}))
+            if entry["name"] == "srrl":
+                detail = (f"fm {options.get('fm_weight', 1.0):g}, sr "
+                          f"{options.get('sr_weight', 1.0):g} {options.get('sr_form', 'l2')}, "
+                          f"at {options.get('feature', 'embedding')}")
+            else:
+                detail = ", ".join(f"{k} {v}" for k, v in options.items())
+            suffix = f"({detail})" if detail else ""
+            terms.append(f"{entry['weight']:g}·{entry['name']}{suffix}")
+        if self.unlabeled:
+            terms.append("1·KD(U) + 1·mixup KD(D,U)")
+        return " + ".join(terms)
+
+
+def _loss(name: str, weight: float, **kwargs: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name, "weight": float(weight)}
+    if kwargs:
+        entry["kwargs"] = kwargs
+    return entry
+
+
+def _srrl(fm: float, sr: float, sr_form: str = "l2", feature: str = "embedding") -> dict:
+    return _loss("srrl", 1.0, fm_weight=float(fm), sr_weight=float(sr), sr_form=sr_form,
+                 feature=feature)
+
+
+def multi_position_row(task: str) -> str:
+    """Name of the row distilled at several positions (Table 4.2's conv2+3+4 analogue)."""
+    return f"{OURS} + hint @ {EARLY_STAGES[task][0]}"
+
+
+def recipes(task: str) -> dict[str, Recipe]:
+    """Every row of the study, in table order (thesis Tables 4.2–4.5, 4.12, 4.19).
+
+    Baselines use RepDistiller's weights (KD: 0.1·CE + 0.9·KD at T = 4; FitNet 100; AT 1000;
+    RKD 1; PKT 30000). SRRL rows apply ``srrl`` to the penultimate feature (``embedding``)
+    with α = β = 1 (official code). Earlier positions apply L_FM to a stage map (pooled,
+    through a 1x1 conv connector): L_SR needs the feature that enters the teacher's
+    classifier, and the thesis's AdaIN extension of L_SR to earlier layers is not reproduced.
+    The several-positions row adds a FitNet hint of weight 1 (an unpooled L_FM) at the
+    earlier stage to L_FM + L_SR at the last feature.
+    """
+    if task not in (FACE, CIFAR):
+        raise ConfigError(f"task must be {FACE!r} or {CIFAR!r}, got {task!r}")
+    hint = EARLY_STAGES[task][0]
+    rows = {
+        STUDENT: Recipe(),
+        "KD": Recipe((_loss("kd", KD_WEIGHT),), ce_weight=KD_CE_WEIGHT),
+        "FitNet": Recipe((_loss("fitnet", FITNET_WEIGHT, student_stage=hint,
+                                teacher_stage=hint),), position=hint),
+        "AT": Recipe((_loss("at", AT_LOSS_WEIGHT, stages=list(AT_STAGES_BY_TASK[task])),)),
+        "RKD": Recipe((_loss("rkd", RKD_WEIGHT),), position="embedding"),
+        "PKT": Recipe((_loss("pkt", PKT_WEIGHT),), position="embedding"),
+        "L_FM": Recipe((_srrl(1, 0),), position="embedding"),
+        "L_SR": Recipe((_srrl(0, 1),), position="embedding"),
+        OURS: Recipe((_srrl(1, 1),), position="embedding"),
+    }
+    for stage in EARLY_STAGES[task]:
+        rows[f"L_FM @ {stage}"] = Recipe((_srrl(1, 0, feature=stage),), group="position",
+                                         position=stage)
+    rows[multi_position_row(task)] = Recipe(
+        (_srrl(1, 1), _loss("fitnet", 1.0, student_stage=hint, teacher_stage=hint)),
+        group="position", position=f"embedding + {hint}")
+    for form in ("ce", "kl"):
+        rows[f"{OURS} ({form.upper()})"] = Recipe((_srrl(1, 1, sr_form=form),),
+                                                  group="sr_form", position="embedding")
+    if task == FACE:
+        rows[f"{OURS} (D+U)"] = Recipe((_srrl(1, 1),), unlabeled=True, group="unlabeled",
+                                        position="embedding")
+    return rows
+
+
+def student_epochs(profile: Profile, teacher_epochs: int | None = None) -> int:
+    """Epochs of every student: the teacher's (default: the profile's) times
+    :data:`STUDENT_EPOCH_FRACTION` of the profile, at least one."""
+    epochs = profile.epochs if teacher_epochs is None else teacher_epochs
+    return max(1, int(round(epochs * STUDENT_EPOCH_FRACTION.get(profile.name, 1.0))))
+
+
+@dataclass
+class SRRLStudy:
+    """What the notebook trains and where it measures it.
+
+    Attributes:
+        task: ``"face"`` or ``"cifar"``.
+        profile, seed: the run's profile and seed.
+        teacher: the teacher's spec (face: the shared :func:`teacher_spec`).
+        student: the student trained alone; distilled rows change only its method.
+        recipes: row name -> :class:`Recipe`.
+        bench: the face benchmark (face only).
+        test_data: the CIFAR test split (CIFAR only).
+        heldout_data: face: training identities with :data:`HELDOUT_IMAGES_PER_IDENTITY`
+            more images each; the images past the training ones were never trained on.
+        unlabeled_data: face: as many training-split identities as the labeled set, disjoint
+            from it (``identity_offset``), used without labels.
+    """
+
+    task: str
+    profile: Profile
+    seed: int
+    teacher: ModelSpec
+    student: ModelSpec
+    recipes: dict[str, Recipe]
+    bench: FaceBenchmark | None = None
+    test_data: dict[str, Any] | None = None
+    heldout_data: dict[str, Any] | None = None
+    unlabeled_data: dict[str, Any] | None = None
+
+    @property
+    def is_face(self) -> bool:
+        """Whether the study runs on faces (else CIFAR classification)."""
+        return self.task == FACE
+
+    def rows(self, groups: Sequence[str] = GROUPS) -> list[str]:
+        """Row names of the given groups, in table order."""
+        unknown = sorted(set(groups) - set(GROUPS))
+        if unknown:
+            raise ConfigError(f"unknown row group(s) {unknown}; expected some of {GROUPS}")
+        return [name for name, recipe in self.recipes.items() if recipe.group in groups]
+
+    def spec(self, row: str) -> ModelSpec:
+        """The :class:`ModelSpec` of one row (``"Teacher"`` included)."""
+        if row == TEACHER:
+            return self.teacher
+        if row not in self.recipes:
+            raise ConfigError(f"unknown row {row!r}; rows: {', '.join(self.recipes)}, "
+                              f"{TEACHER}")
+        recipe = self.recipes[row]
+        name = f"{NOTEBOOK}/{self.task}/{row}"
+        if not recipe.losses:
+            return self.student.replace(name=name)
+        kwargs: dict[str, Any] = {"teacher": self.teacher.to_dict(),
+                                  "losses": [dict(entry) for entry in recipe.losses],
+                                  "ce_weight": recipe.ce_weight}
+        method = "distill"
+        if recipe.unlabeled:
+            method = "distill_unlabeled"
+            kwargs.update(unlabeled=dict(self.unlabeled_data), unlabeled_weight=1.0,
+                          mixup_weight=1.0, seed=self.seed)
+        return self.student.replace(method=method, method_kwargs=kwargs, name=name)
+
+    def plan(self) -> pd.DataFrame:
+        """Which rows run, at which size: objective, epochs, labeled and unlabeled images."""
+        labeled = _dataset_size(self.student.data)
+        unlabeled = _dataset_size(self.unlabeled_data) if self.unlabeled_data else 0
+        rows = [{"row": TEACHER, "group": "teacher", "network": _network(self.teacher),
+                 "objective": "1·CE", "epochs": self.teacher.train["epochs"],
+                 "labeled images": labeled, "unlabeled images": 0}]
+        for name, recipe in self.recipes.items():
+            rows.append({"row": name, "group": recipe.group,
+                         "network": _network(self.student), "objective": recipe.describe(),
+                         "epochs": self.student.train["epochs"], "labeled images": labeled,
+                         "unlabeled images": unlabeled if recipe.unlabeled else 0})
+        return pd.DataFrame(rows)
+
+
+def _network(spec: ModelSpec) -> str:
+    kwargs = spec.backbone_kwargs
+    if "depth" in kwargs:
+        return f"WRN-{kwargs['depth']}-{kwargs['widen']}"
+    return f"{spec.backbone} (width {kwargs.get('width', 1.0):g})"
+
+
+def _dataset_size(spec: Mapping[str, Any]) -> int:
+    if spec.get("kind") == "synthface":
+        return int(spec["num_identities"]) * int(spec["images_per_identity"])
+    return len(build_dataset(dict(spec)))
+
+
+def _face_study(profile: Profile, seed: int, data: str) -> SRRLStudy:
+    bench = face_benchmark(profile, seed, data)
+    if bench.train_data.get("kind") != "synthface":
+        raise ConfigError(
+            f"notebook 03 needs data='synthface' or 'cifar100:/path' (got {data!r}): its "
+            "teacher–student KL needs unseen images of the training identities and its "
+            "unlabeled extension needs identities disjoint from the labeled ones, which only "
+            "SynthFace can draw")
+    teacher = teacher_spec(bench)
+    # the thesis's MobileFaceNet student uses its ResNet-101 teacher's margin loss (ArcFace)
+    student = training_spec(bench, STUDENT_BACKBONE, teacher.head,
+                            head_kwargs=teacher.head_kwargs,
+                            train_overrides={"epochs": student_epochs(profile)})
+    train = bench.train_data
+    heldout = dict(train, images_per_identity=int(train["images_per_identity"])
+                   + HELDOUT_IMAGES_PER_IDENTITY)
+    unlabeled = dict(train, identity_offset=int(train["num_identities"]))
+    return SRRLStudy(FACE, profile, seed, teacher, student, recipes(FACE),
+                     bench=bench, heldout_data=heldout, unlabeled_data=unlabeled)
+
+
+def _cifar_study(profile: Profile, seed: int, spec: dict[str, Any]) -> SRRLStudy:
+    teacher_net, student_net = CIFAR_NETWORKS.get(profile.name, CIFAR_CPU_NETWORKS)
+    train_data = {**spec, "split": "train"}
+    if profile.name == "paper":
+        recipe = dict(CIFAR_PAPER_RECIPE)
+    else:
+        recipe = {"epochs": profile.epochs, "batch_size": profile.batch_size, "lr": CIFAR_LR,
+                  "weight_decay": profile.weight_decay, "milestones": CIFAR_MILESTONES,
+                  "grad_clip": None}
+    recipe["seed"] = seed
+    teacher = ModelSpec(backbone="wide_resnet", head="softmax", data=train_data,
+                        train=recipe, backbone_kwargs=dict(teacher_net), profile=profile.name,
+                        name=f"{NOTEBOOK}/cifar/{TEACHER}")
+    student = teacher.replace(train=dict(recipe, epochs=student_epochs(profile,
+                                                                       recipe["epochs"])),
+                              backbone_kwargs=dict(student_net))
+    return SRRLStudy(CIFAR, profile, seed, teacher, student, recipes(CIFAR),
+                     test_data={**spec, "split": "test"})
+
+
+def build_study(profile: str | Profile = "default", seed: int = 0,
+                data: str = "synthface") -> SRRLStudy:
+    """The study for a profile, seed and ``data`` argument (``"synthface"`` or
+    ``"cifar10:/path"`` / ``"cifar100:/path"``)."""
+    profile = get_profile(profile)
+    spec = parse_data_arg(data)
+    if spec["kind"] == "cifar":
+        return _cifar_study(profile, seed, spec)
+    return _face_study(profile, seed, data)
+
+
+# --- training and evaluation ----------------------------------------------------------------
+
+def train_rows(study: SRRLStudy, rows: Sequence[str] | None = None,
+               device: str | torch.device = "cpu", cache_dir=DEFAULT_CACHE_DIR,
+               log: Callable[[str], None] = print) -> dict[str, TrainedModel]:
+    """Train (or load from the model zoo) the teacher and the given rows (default: all)."""
+    names = [TEACHER, *(rows if rows is not None else study.recipes)]
+    return {name: get_or_train(study.spec(name), cache_dir=cache_dir, device=device, log=log)
+            for name in dict.fromkeys(names)}
+
+
+def training_times(models: Mapping[str, TrainedModel]) -> pd.DataFrame:
+    """Seconds and images per second of each model's training (as recorded when trained)."""
+    rows = []
+    for name, model in models.items():
+        history = model.history
+        rows.append({"row": name, "from cache": model.from_cache,
+                     "train s": float(history["time_s"].sum()) if "time_s" in history else np.nan,
+                     "images/s": float(history["images_per_s"].mean())
+                     if "images_per_s" in history else np.nan})
+    return pd.DataFrame(rows)
+
+
+@dataclass(eq=False)
+class ClassificationEvaluation:
+    """A classifier's results on a CIFAR test split (thesis Tables 4.2–4.4)."""
+
+    name: str
+    logits: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Top-1 correctness of each test image."""
+        return self.logits.argmax(axis=1) == self.labels
+
+    def top_k(self, k: int) -> float:
+        """Fraction of test images whose label is among the ``k`` largest logits."""
+        k = min(k, self.logits.shape[1])
+        top = np.argpartition(-self.logits, k - 1, axis=1)[:, :k]
+        return float((top == self.labels[:, None]).any(axis=1).mean())
+
+    def summary(self) -> dict[str, float]:
+        """One table row: top-1 and top-5 accuracy (%)."""
+        return {"Top-1": 100 * self.top_k(1), "Top-5": 100 * self.top_k(5)}
+
+
+RowEvaluation = Evaluation | ClassificationEvaluation
+
+
+@torch.no_grad()
+def model_outputs(backbone: nn.Module, head: nn.Module, images_u8: torch.Tensor,
+                  batch_size: int = 256, device: str | torch.device = "cpu"
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(h, logits)`` of every image, in eval mode, without flip: the raw penultimate
+    feature ``h`` (the embedding) and the head's inference logits (``s·cos θ`` for margin
+    heads, ``W h + b`` for a softmax head)."""
+    backbone.eval().to(device)
+    head.eval().to(device)
+    features, logits = [], []
+    for start in range(0, len(images_u8), batch_size):
+        batch = to_float_image(images_u8[start:start + batch_size]).to(device)
+        h = backbone(batch)
+        features.append(h.float().cpu())
+        logits.append(head(h).float().cpu())
+    backbone.cpu(), head.cpu()
+    return torch.cat(features).double().numpy(), torch.cat(logits).double().numpy()
+
+
+def _images_and_labels(spec: Mapping[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
+    dataset = build_dataset(dict(spec))
+    images = torch.from_numpy(np.ascontiguousarray(dataset.images_u8()))
+    return images, dataset.metadata["identity"].to_numpy()
+
+
+def evaluate_rows(study: SRRLStudy, models: Mapping[str, TrainedModel],
+                  device: str | torch.device = "cpu") -> dict[str, RowEvaluation]:
+    """Face: every protocol of the benchmark (:func:`~fkdlib.experiments.common.evaluate`);
+    CIFAR: logits on the test split."""
+    if study.is_face:
+        return {name: evaluate(model.backbone, study.bench, name=name, device=device)
+                for name, model in models.items()}
+    images, labels = _images_and_labels(study.test_data)
+    return {name: ClassificationEvaluation(
+                name, model_outputs(model.backbone, model.head, images, device=device)[1],
+                labels)
+            for name, model in models.items()}
+
+
+def success(evaluation: RowEvaluation) -> np.ndarray:
+    """Per-sample success behind the claims: rank-1 hit of each identification probe
+    (MegaFace-like, with distractors; the "Id" column of Table 4.12) or top-1 correctness of
+    each CIFAR test image."""
+    if isinstance(evaluation, ClassificationEvaluation):
+        return evaluation.correct
+    if evaluation.identification is None:
+        raise ConfigError(f"{evaluation.name} has no identification result; the face claims "
+                          "compare rank-1 identification (SynthFace benchmark)")
+    return evaluation.identification.probe_ranks == 1
+
+
+def success_metric(study: SRRLStudy) -> str:
+    """What :func:`success` measures for the study's task, in words (the claims' metric)."""
+    return ("rank-1 identification with distractors (%)" if study.is_face
+            else "top-1 accuracy (%)")
+
+
+def results_table(evaluations: Mapping[str, RowEvaluation],
+                  rows: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows as index, the task's metrics as columns (face: 10-fold accuracies %, IJB-like
+    TAR at FAR as fractions, rank-1 %; CIFAR: top-1 / top-5 %)."""
+    names = [name for name in (rows or evaluations) if name in evaluations]
+    table = pd.DataFrame({name: evaluations[name].summary() for name in names}).T
+    table.index.name = "row"
+    return table
+
+
+# --- the thesis's tables beside ours --------------------------------------------------------
+
+def _paper_values(name: str) -> dict[tuple[str, str, str], float]:
+    frame = load_reference(name)
+    return {(s, m, k): v for s, m, k, v in
+            frame[["setting", "method", "metric", "value"]].itertuples(index=False)}
+
+
+def _headline(study: SRRLStudy) -> dict[str, str]:
+    """Our columns for the CIFAR-style tables: (summary key -> column label)."""
+    if study.is_face:
+        return {"rank-1": "rank-1 (ours, %)", "IJB-like TAR@0.001": "TAR@1e-3 (ours)",
+                "LFW-like acc": "LFW-like acc (ours, %)"}
+    return {"Top-1": "Top-1 (ours, %)", "Top-5": "Top-5 (ours, %)"}
+
+
+def _ours(study: SRRLStudy, evaluations: Mapping[str, RowEvaluation], row: str) -> dict:
+    summary = evaluations[row].summary()
+    return {label: summary.get(key, np.nan) for key, label in _headline(study).items()}
+
+
+def table_4_2(study: SRRLStudy, evaluations: Mapping[str, RowEvaluation]) -> pd.DataFrame:
+    """Losses and position of distillation (thesis Table 4.2, CIFAR-100 top-1) beside ours."""
+    paper = _paper_values("srrl_table_4_2")
+    positions = THESIS_POSITION[study.task]
+    thesis_rows = {STUDENT: ("", "Student (WRN-16-4)"), TEACHER: ("", "Teacher (WRN-40-4)"),
+                   "L_FM": ("conv4", "L_FM"), "L_SR": ("conv4", "L_SR"),
+                   OURS: ("conv4", OURS), multi_position_row(study.task): ("conv2+3+4", OURS)}
+    thesis_rows.update({f"L_FM @ {stage}": (position, OURS)
+                        for stage, position in positions.items()})
+    rows = []
+    for row in [STUDENT, "L_FM", "L_SR", OURS, *study.rows(["position"]), TEACHER]:
+        if row not in evaluations:
+            continue
+        setting, method = thesis_rows[row]
+        rows.append({"row": row, "our position": study.recipes[row].position
+                     if row in study.recipes else "", **_ours(study, evaluations, row),
+                     "thesis row": f"{method} @ {setting}" if setting else method,
+                     "thesis Top-1 (%)": paper.get((setting, method, "Top-1"), np.nan)})
+    return pd.DataFrame(rows)
+
+
+def table_4_4(study: SRRLStudy, evaluations: Mapping[str, RowEvaluation]) -> pd.DataFrame:
+    """The form of L_SR: L2 / CE / KL (thesis Table 4.4) beside ours."""
+    paper = _paper_values("srrl_table_4_4")
+    thesis_rows = {STUDENT: "Student (WRN-16-4)", TEACHER: "Teacher (WRN-40-4)",
+                   OURS: f"{OURS}-L2", f"{OURS} (CE)": f"{OURS}-CE",
+                   f"{OURS} (KL)": f"{OURS}-KL"}
+    rows = []
+    for row, method in thesis_rows.items():
+        if row in evaluations:
+            rows.append({"row": row, **_ours(study, evaluations, row), "thesis row": method,
+                         "thesis Top-1 (%)": paper.get(("", method, "Top-1"), np.nan)})
+    return pd.DataFrame(rows)
+
+
+# Our rows -> the rows of thesis Tables 4.12 / 4.13 (FitNet and the single losses are not in
+# them).
+FACE_PAPER_ROWS = {STUDENT: "Student", "KD": "KD", "AT": "AT", "RKD": "RKD", "PKT": "PKT",
+                   OURS: "Ours", TEACHER: "Teacher"}
+
+
+def table_4_12(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
+    """MegaFace verification and identification (thesis Table 4.12) beside our IJB-like TAR
+    at FAR 1e-4 (the lowest FAR our lists resolve well) and rank-1 with distractors."""
+    paper = _paper_values("srrl_table_4_12")
+    rows = []
+    for row in (STUDENT, *KD_ZOO, *SRRL_ROWS, TEACHER):
+        if row not in evaluations:
+            continue
+        ev = evaluations[row]
+        method = FACE_PAPER_ROWS.get(row, "")
+        rows.append({"row": row, "IJB-like TAR@1e-4 (ours, %)": 100 * ev.tar["ijb"][1e-4],
+                     "rank-1 (ours, %)": 100 * ev.identification.rank_accuracies[1],
+                     "thesis row": method,
+                     "Ver TAR@1e-6 (thesis, %)": paper.get(("", method, "Ver TAR@FAR=1e-6"),
+                                                           np.nan),
+                     "Id rank-1 (thesis, %)": paper.get(("", method, "Id rank-1"), np.nan)})
+    return pd.DataFrame(rows)
+
+
+def table_4_13(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
+    """Verification accuracies (thesis Table 4.13: LFW / AgeDB / CPLFW / CALFW) beside our
+    LFW-, AgeDB- and CFP-FP-like accuracies (CPLFW is cross-pose, CALFW cross-age)."""
+    paper = _paper_values("srrl_table_4_13")
+    rows = []
+    for row in (STUDENT, *KD_ZOO, *SRRL_ROWS, TEACHER):
+        if row not in evaluations:
+            continue
+        ours = evaluations[row].summary()
+        method = FACE_PAPER_ROWS.get(row, "")
+        rows.append({"row": row, "LFW-like (ours)": ours["LFW-like acc"],
+                     "AgeDB-like (ours)": ours["AgeDB-like acc"],
+                     "CFP-FP-like (ours)": ours["CFP-FP-like acc"], "thesis row": method,
+                     **{f"{metric} (thesis)": paper.get(("", method, metric), np.nan)
+                        for metric in ("LFW", "AgeDB", "CPLFW", "CALFW")}})
+    return pd.DataFrame(rows)
+
+
+def table_4_19(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
+    """Labeled D vs labeled + unlabeled D+U (thesis Table 4.19) beside ours."""
+    paper = _paper_values("srrl_table_4_19")
+    thesis_rows = {STUDENT: "Student", OURS: "Ours (trained on D)",
+                   f"{OURS} (D+U)": "Ours (trained on D+U)", TEACHER: "Teacher"}
+    rows = []
+    for row, method in thesis_rows.items():
+        if row not in evaluations:
+            continue
+        ours = evaluations[row].summary()
+        rows.append({"row": row, "LFW-like (ours)": ours["LFW-like acc"],
+                     "CFP-FP-like (ours)": ours["CFP-FP-like acc"],
+                     "AgeDB-like (ours)": ours["AgeDB-like acc"],
+                     "rank-1 (ours)": ours["rank-1"], "thesis row": method,
+                     **{f"{metric} (thesis)": paper.get(("", method, metric), np.nan)
+                        for metric in ("LFW", "CFP-FP", "AgeDB")}})
+    return pd.DataFrame(rows)
+
+
+# --- representation analyses (thesis Tables 4.3 and 4.5, Fig. 4.2) -------------------------
+
+@dataclass
+class AnalysisImages:
+    """The images the representation analyses run on.
+
+    Attributes:
+        test: where the L2 distance, NMI and t-SNE are measured (face: the test pool of
+            unseen identities; CIFAR: the test split), with ``test_labels``.
+        heldout: images of *training* classes never trained on, for the KL with the teacher
+            and the cross-entropy with labels (face: the extra SynthFace images of the
+            training identities; CIFAR: the test split, as in the thesis), with
+            ``heldout_labels``.
+        fit: images on which the linear map from student to teacher features is fitted
+            (face: ``heldout``; CIFAR: the first :data:`CIFAR_FIT_IMAGES` training images).
+    """
+
+    test: torch.Tensor
+    test_labels: np.ndarray
+    heldout: torch.Tensor
+    heldout_labels: np.ndarray
+    fit: torch.Tensor
+
+
+def analysis_images(study: SRRLStudy) -> AnalysisImages:
+    """Load (render on first use) the images of :class:`AnalysisImages` for a study."""
+    if study.is_face:
+        pool = study.bench.pools["test"]
+        test = torch.from_numpy(np.ascontiguousarray(pool.images_u8()))
+        test_labels = pool.metadata["identity"].to_numpy()
+        dataset = build_dataset(study.heldout_data)
+        trained = int(study.student.data["images_per_identity"])
+        unseen = (dataset.metadata["index"] >= trained).to_numpy()
+        heldout = torch.from_numpy(np.ascontiguousarray(dataset.images_u8()[unseen]))
+        heldout_labels = dataset.metadata["identity"].to_numpy()[unseen]
+        return AnalysisImages(test, test_labels, heldout, heldout_labels, heldout)
+    test, test_labels = _images_and_labels(study.test_data)
+    train, _ = _images_and_labels(study.student.data)
+    return AnalysisImages(test, test_labels, test, test_labels, train[:CIFAR_FIT_IMAGES])
+
+
+@dataclass
+class RowFeatures:
+    """One network's outputs on the analysis images."""
+
+    test: np.ndarray
+    heldout_logits: np.ndarray
+    fit: np.ndarray
+
+
+def collect_features(models: Mapping[str, TrainedModel], images: AnalysisImages,
+                     device: str | torch.device = "cpu") -> dict[str, RowFeatures]:
+    """:func:`model_outputs` of every model on the test, held-out and fit images."""
+    features = {}
+    for name, model in models.items():
+        # the sets can be the same tensor (face: fit is heldout; CIFAR: heldout is test)
+        outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for tensor in (images.test, images.heldout, images.fit):
+            if id(tensor) not in outputs:
+                outputs[id(tensor)] = model_outputs(model.backbone, model.head, tensor,
+                                                    device=device)
+        features[name] = RowFeatures(outputs[id(images.test)][0],
+                                     outputs[id(images.heldout)][1],
+                                     outputs[id(images.fit)][0])
+    return features
+
+
+def teacher_kl(teacher_logits: np.ndarray, student_logits: np.ndarray) -> np.ndarray:
+    """Per image ``KL(softmax(z_T) ‖ softmax(z_S))`` in nats (T = 1; thesis Table 4.3)."""
+    teacher = torch.as_tensor(teacher_logits, dtype=torch.float64)
+    student = torch.as_tensor(student_logits, dtype=torch.float64)
+    log_t, log_s = F.log_softmax(teacher, dim=1), F.log_softmax(student, dim=1)
+    return (log_t.exp() * (log_t - log_s)).sum(dim=1).numpy()
+
+
+def label_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per image cross-entropy of the logits with the label (thesis Table 4.3)."""
+    return F.cross_entropy(torch.tensor(logits, dtype=torch.float64),
+                           torch.tensor(labels, dtype=torch.long), reduction="none").numpy()
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def fitted_l2(student_fit: np.ndarray, teacher_fit: np.ndarray, student_test: np.ndarray,
+              teacher_test: np.ndarray) -> np.ndarray:
+    """Per test image ``‖ĥ_T − (A ĥ_S + b)‖²`` on L2-normalised features (thesis Table 4.5).
+
+    The student's features live in their own basis (the connector that mapped them to the
+    teacher's during training is not part of the trained model), so the affine map ``A, b``
+    is fitted by least squares on separate images (``*_fit``) and the distance measured on
+    the test images: every student, distilled or not, gets the same best linear alignment.
+    Normalised features compare directions, what a cosine face verifier uses.
+    """
+    regression = LinearRegression().fit(_unit(student_fit), _unit(teacher_fit))
+    residual = _unit(teacher_test) - regression.predict(_unit(student_test))
+    return (residual ** 2).sum(axis=1)
+
+
+@dataclass
+class Representation:
+    """Per-sample measurements of thesis Tables 4.3 and 4.5 for every row.
+
+    Attributes:
+        kl: row -> per held-out image KL(teacher ‖ student).
+        ce: row -> per held-out image cross-entropy with the label.
+        l2: row -> per test image fitted L2 distance to the teacher (:func:`fitted_l2`).
+        clusters: row -> k-means cluster of each test image (k = number of test classes).
+        nmi: row -> NMI between clusters and test labels.
+        test_labels: the test images' classes.
+    """
+
+    kl: dict[str, np.ndarray]
+    ce: dict[str, np.ndarray]
+    l2: dict[str, np.ndarray]
+    clusters: dict[str, np.ndarray]
+    nmi: dict[str, float]
+    test_labels: np.ndarray
+
+    def table(self, rows: Sequence[str] | None = None) -> pd.DataFrame:
+        """Means of KL, CE and L2 distance and the NMI (%) of the given rows (default all)."""
+        names = [name for name in (rows or self.nmi) if name in self.nmi]
+        return pd.DataFrame({
+            "row": names,
+            "KL with teacher": [self.kl[n].mean() for n in names],
+            "CE with label": [self.ce[n].mean() for n in names],
+            "L2 distance": [self.l2[n].mean() for n in names],
+            "NMI (%)": [100 * self.nmi[n] for n in names],
+        })
+
+
+def representation_analysis(features: Mapping[str, RowFeatures], images: AnalysisImages,
+                            seed: int = 0) -> Representation:
+    """KL / CE on held-out images of training classes, fitted L2 distance and k-means NMI
+    (scikit-learn, k = number of test classes, on L2-normalised features) on the test
+    images, for every row against the ``"Teacher"`` row."""
+    if TEACHER not in features:
+        raise ConfigError(f"representation_analysis needs the {TEACHER!r} row among "
+                          f"{', '.join(features)}")
+    teacher = features[TEACHER]
+    k = int(len(np.unique(images.test_labels)))
+    result = Representation({}, {}, {}, {}, {}, images.test_labels)
+    for name, row in features.items():
+        result.kl[name] = teacher_kl(teacher.heldout_logits, row.heldout_logits)
+        result.ce[name] = label_cross_entropy(row.heldout_logits, images.heldout_labels)
+        result.l2[name] = fitted_l2(row.fit, teacher.fit, row.test, teacher.test)
+        with threadpool_limits(limits=SMALL_PROBLEM_THREADS):
+            analysis = ClusterAnalysis(n_clusters=k, random_state=seed).fit(
+                _unit(row.test), images.test_labels)
+        result.clusters[name] = analysis.labels_
+        result.nmi[name] = analysis.nmi_
+    return result
+
+
+def table_4_3(representation: Representation, evaluations: Mapping[str, RowEvaluation],
+              study: SRRLStudy) -> pd.DataFrame:
+    """KL with the teacher and CE with the label (thesis Table 4.3) beside ours."""
+    paper = _paper_values("srrl_table_4_3")
+    names = [n for n in (STUDENT, "KD", "AT", *SRRL_ROWS, "FitNet", "RKD", "PKT", TEACHER)
+             if n in representation.nmi]
+    ours = representation.table(names).set_index("row")
+    rows = []
+    for name in names:
+        method = name if name != STUDENT else "Student"
+        rows.append({"row": name, "KL with teacher (ours)": ours.loc[name, "KL with teacher"],
+                     "CE with label (ours)": ours.loc[name, "CE with label"],
+                     **_ours(study, evaluations, name),
+                     "thesis KL": paper.get(("", method, "KL with teacher"), np.nan),
+                     "thesis CE": paper.get(("", method, "CE with label"), np.nan),
+                     "thesis Top-1 (%)": paper.get(("", method, "Top-1"), np.nan)})
+    return pd.DataFrame(rows)
+
+
+def table_4_5(representation: Representation) -> pd.DataFrame:
+    """Teacher–student L2 distance and NMI (thesis Table 4.5) beside ours."""
+    paper = _paper_values("srrl_table_4_5")
+    names = [n for n in (STUDENT, *SRRL_ROWS, *KD_ZOO, TEACHER) if n in representation.nmi]
+    ours = representation.table(names).set_index("row")
+    return pd.DataFrame([{"row": n, "L2 distance (ours)": ours.loc[n, "L2 distance"],
+                          "NMI (ours, %)": ours.loc[n, "NMI (%)"],
+                          "thesis L2 distance": paper.get(("", n, "L2 distance"), np.nan),
+                          "thesis NMI (%)": paper.get(("", n, "NMI"), np.nan)}
+                         for n in names])
+
+
+def tsne_points(features: Mapping[str, RowFeatures], labels: np.ndarray,
+                rows: Sequence[str] = TSNE_ROWS, classes: int = TSNE_CLASSES,
+                max_points: int | None = None, seed: int = 0
+                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """t-SNE of the test features of ``classes`` random test classes for each row (thesis
+    Fig. 4.2): row -> (points (n, 2), labels)."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(np.unique(labels), size=min(classes, len(np.unique(labels))),
+                        replace=False)
+    index = np.flatnonzero(np.isin(labels, chosen))[:max_points]
+    with threadpool_limits(limits=SMALL_PROBLEM_THREADS):
+        return {row: (project(_unit(features[row].test[index]), method="tsne",
+                              random_state=seed), labels[index])
+                for row in rows if row in features}
+
+
+# --- claims ---------------------------------------------------------------------------------
+
+def register_claims(study: SRRLStudy) -> ClaimSet:
+    """The thesis's claims (PAPERS.md, 03 SRRL) that this study's rows can check."""
+    metric = success_metric(study)
+    src_losses = "thesis §4.4.1, Table 4.2"
+    src_zoo = "thesis Table 4.12 (MegaFace)" if study.is_face else "thesis Table 4.3"
+    claims = ClaimSet()
+    claims.add(Claim("L_SR>L_FM", "L_SR beats L_FM", src_losses, metric, "greater"))
+    claims.add(Claim("L_FM+L_SR:best-of-three", "L_FM + L_SR beats both L_FM and L_SR alone "
+                     "(compared with the better of the two)", src_losses, metric, "greater"))
+    claims.add(Claim("L_FM+L_SR>Student", "SRRL improves the student trained alone", src_zoo,
+                     metric, "greater"))
+    for baseline in KD_ZOO:
+        claims.add(Claim(f"L_FM+L_SR>{baseline}", f"SRRL beats {baseline} on the "
+                         f"{'face ' if study.is_face else ''}student", src_zoo, metric,
+                         "greater"))
+    others = "every other distilled row and the student"
+    claims.add(Claim("L2:smallest", f"SRRL gives the smallest teacher–student L2 distance "
+                     f"(vs the closest of {others})", "thesis Table 4.5",
+                     "fitted L2 distance ‖h_T − A h_S‖²", "less"))
+    claims.add(Claim("KL:smallest", f"SRRL gives the smallest KL divergence to the teacher "
+                     f"(vs the closest of {others})", "thesis Table 4.3",
+                     "KL(teacher ‖ student), nats", "less"))
+    claims.add(Claim("NMI:highest", f"SRRL's features cluster best: highest NMI (vs the best "
+                     f"of {others})", "thesis Table 4.5", "NMI of k-means clusters (%)",
+                     "greater"))
+    claims.add(Claim("last>earlier", "distilling at the last layer beats earlier layers "
+                     "(L_FM at the penultimate feature vs the better earlier stage)",
+                     "thesis Table 4.2", metric, "greater"))
+    if f"{OURS} (D+U)" in study.recipes:
+        claims.add(Claim("D+U>D", "adding unlabeled data (with mixup) helps the SRRL student",
+                         "thesis Table 4.19", metric, "greater"))
+    return claims
+
+
+def _mean_evidence(a: np.ndarray, b: np.ndarray, compared: str, n_boot: int,
+                   seed: int) -> dict[str, Any]:
+    # seed_bootstrap with paired=True is the paired bootstrap of a mean difference; its units
+    # here are the same probes / images scored by both rows.
+    result = seed_bootstrap(np.asarray(a, float), np.asarray(b, float), paired=True,
+                            n_boot=n_boot, seed=seed)
+    return {**evidence(result, compared), "n": len(a)}
+
+
+class _ResampledNMI:
+    """NMI (arithmetic normalisation, as scikit-learn's default) of a fixed clustering on
+    weighted resamples of its samples, from bin counts: about a hundred times faster than
+    calling scikit-learn once per bootstrap resample."""
+
+    def __init__(self, labels: np.ndarray, clusters: np.ndarray) -> None:
+        _, self.label_codes = np.unique(labels, return_inverse=True)
+        _, self.cluster_codes = np.unique(clusters, return_inverse=True)
+        pairs = self.label_codes * (self.cluster_codes.max() + 1) + self.cluster_codes
+        unique_pairs, self.pair_codes = np.unique(pairs, return_inverse=True)
+        self.pair_label = unique_pairs // (self.cluster_codes.max() + 1)
+        self.pair_cluster = unique_pairs % (self.cluster_codes.max() + 1)
+
+    @staticmethod
+    def _entropy(counts: np.ndarray, total: float) -> float:
+        p = counts[counts > 0] / total
+        return float(-(p * np.log(p)).sum())
+
+    def __call__(self, weights: np.ndarray) -> float:
+        """NMI when sample ``i`` appears ``weights[i]`` times."""
+        total = float(weights.sum())
+        joint = np.bincount(self.pair_codes, weights=weights)
+        by_label = np.bincount(self.label_codes, weights=weights)
+        by_cluster = np.bincount(self.cluster_codes, weights=weights)
+        present = joint > 0
+        expected = by_label[self.pair_label[present]] * by_cluster[self.pair_cluster[present]]
+        mutual = float((joint[present] / total
+                        * np.log(joint[present] * total / expected)).sum())
+        normaliser = (self._entropy(by_label, total) + self._entropy(by_cluster, total)) / 2
+        # both partitions a single block: a perfect match, as in scikit-learn
+        return 1.0 if normaliser == 0 else max(mutual, 0.0) / normaliser
+
+
+def nmi_bootstrap(labels: np.ndarray, clusters_a: np.ndarray, clusters_b: np.ndarray,
+                  n_boot: int, seed: int = 0, ci: float = 0.95) -> dict[str, Any]:
+    """Paired bootstrap over test images of NMI(a) − NMI(b) in % (clusterings fixed; the
+    images are resampled jointly for both rows; percentile interval)."""
+    labels = np.asarray(labels)
+    if not (len(labels) == len(clusters_a) == len(clusters_b)) or len(labels) == 0:
+        raise ConfigError(f"nmi_bootstrap needs one label and one cluster per image, got "
+                          f"{len(labels)}, {len(clusters_a)} and {len(clusters_b)}")
+    nmi_a, nmi_b = _ResampledNMI(labels, clusters_a), _ResampledNMI(labels, clusters_b)
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    draws = np.empty(n_boot)
+    for index in range(n_boot):
+        weights = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        draws[index] = 100 * (nmi_a(weights) - nmi_b(weights))
+    alpha = (1 - ci) / 2
+    ones = np.ones(n)
+    return {"effect": 100 * (nmi_a(ones) - nmi_b(ones)),
+            "ci_low": float(np.quantile(draws, alpha)),
+            "ci_high": float(np.quantile(draws, 1 - alpha)), "n": n, "n_boot": n_boot}
+
+
+def _best(rows: Sequence[str], score: Callable[[str], float], highest: bool) -> str:
+    return max(rows, key=score) if highest else min(rows, key=score)
+
+
+def evaluate_claims(claims: ClaimSet, study: SRRLStudy,
+                    evaluations: Mapping[str, RowEvaluation], representation: Representation,
+                    n_boot: int, assess: bool, seed: int = 0) -> pd.DataFrame:
+    """Evidence for every registered claim: paired bootstraps over the same probes or test
+    images (:func:`success`), held-out images (KL), test images (L2, NMI). Claims against
+    "the better of several rows" compare with the row that scores best on the full sample."""
+    hits = {name: 100.0 * success(ev) for name, ev in evaluations.items()}
+    unit = "probes" if study.is_face else "test images"
+
+    def versus(claim_id: str, a: str, b: str) -> None:
+        claims.evaluate(claim_id, _mean_evidence(
+            hits[a], hits[b], f"{a} − {b}, {success_metric(study)}, paired over {unit}",
+            n_boot, seed), assess=assess)
+
+    versus("L_SR>L_FM", "L_SR", "L_FM")
+    versus("L_FM+L_SR:best-of-three", OURS,
+           _best(["L_FM", "L_SR"], lambda r: hits[r].mean(), highest=True))
+    versus("L_FM+L_SR>Student", OURS, STUDENT)
+    for baseline in KD_ZOO:
+        versus(f"L_FM+L_SR>{baseline}", OURS, baseline)
+    earlier = [f"L_FM @ {stage}" for stage in EARLY_STAGES[study.task]]
+    versus("last>earlier", "L_FM", _best(earlier, lambda r: hits[r].mean(), highest=True))
+    if "D+U>D" in [claim.id for claim in claims]:
+        versus("D+U>D", f"{OURS} (D+U)", OURS)
+
+    competitors = [STUDENT, *KD_ZOO, "L_FM", "L_SR"]
+    for claim_id, values, what in (("L2:smallest", representation.l2,
+                                    "fitted L2 distance, paired over test images"),
+                                   ("KL:smallest", representation.kl,
+                                    "KL(teacher ‖ student), paired over held-out images")):
+        rival = _best(competitors, lambda r: values[r].mean(), highest=False)
+        claims.evaluate(claim_id, _mean_evidence(values[OURS], values[rival],
+                                                 f"{OURS} − {rival}, {what}", n_boot, seed),
+                        assess=assess)
+    rival = _best(competitors, lambda r: representation.nmi[r], highest=True)
+    nmi = nmi_bootstrap(representation.test_labels, representation.clusters[OURS],
+                        representation.clusters[rival], n_boot, seed)
+    claims.evaluate("NMI:highest", {**nmi, "compared": f"{OURS} − {rival}, NMI (%), paired "
+                                    "bootstrap over test images"}, assess=assess)
+    return claims.to_frame()
+
+
+# --- figures --------------------------------------------------------------------------------
+
+# Line styles of the ROC and similarity figures: the KD zoo dashed, SRRL rows solid.
+ROW_COLORS = {TEACHER: "#000000", STUDENT: "#7F7F7F", "KD": "#E69F00", "FitNet": "#CC79A7",
+              "AT": "#009E73", "RKD": "#6A3D9A", "PKT": "#8C564B", "L_FM": "#56B4E9",
+              "L_SR": "#0072B2", OURS: "#D55E00"}
+
+
+def row_style(row: str) -> dict[str, Any]:
+    """Matplotlib line style of a row: a fixed colour per row, dashed for the KD zoo."""
+    return {"color": ROW_COLORS.get(row, "#7F7F7F"),
+            "linestyle": "--" if row in KD_ZOO else "-",
+            "linewidth": 2.4 if row == OURS else 1.6}
+
+
+def plot_roc_rows(evaluations: Mapping[str, Evaluation], rows: Sequence[str], ax,
+                  protocol: str = "ijb", min_far: float = 1e-4):
+    """ROC curves of the given rows on one face protocol, styled by :func:`row_style`."""
+    for row in rows:
+        fpr, tpr = evaluations[row].roc(protocol)
+        keep = fpr > 0
+        ax.plot(fpr[keep], tpr[keep], label=row, **row_style(row))
+    ax.set(xscale="log", xlim=(min_far, 1.0), ylim=(0.0, 1.01),
+           xlabel="false accept rate (FAR)", ylabel="true accept rate (TAR)")
+    ax.legend(loc="upper left", ncol=2, fontsize=8)
+    return ax
+
+
+def plot_similarity_rows(evaluations: Mapping[str, Evaluation], rows: Sequence[str], ax,
+                         protocol: str = "ijb", bins: int = 80,
+                         value_range: tuple[float, float] = (-1.0, 1.0)):
+    """Densities of positive (solid) and negative (dashed) pair similarities of the given rows
+    on one axes, each in its :func:`row_style` colour, with a vertical line at each mean."""
+    edges = np.linspace(value_range[0], value_range[1], bins + 1)
+    for row in rows:
+        color = row_style(row)["color"]
+        for kind, values, linestyle in (("pos", evaluations[row].positives(protocol), "-"),
+                                        ("neg", evaluations[row].negatives(protocol), "--")):
+            density, _ = np.histogram(values, bins=edges, density=True)
+            ax.stairs(density, edges, color=color, linestyle=linestyle, linewidth=1.5,
+                      label=f"{row} ({kind})")
+            ax.axvline(float(np.mean(values)), color=color, linestyle=linestyle,
+                       linewidth=0.9, alpha=0.8)
+    ax.set(xlabel="cosine similarity", ylabel="density", xlim=value_range)
+    ax.legend(loc="upper left", fontsize=7)
+    return ax
+
+
+__all__ = [
+    "AnalysisImages", "ClassificationEvaluation", "Recipe", "Representation", "RowFeatures",
+    "SRRLStudy", "analysis_images", "build_study", "collect_features", "evaluate_claims",
+    "evaluate_rows", "fitted_l2", "label_cross_entropy", "model_outputs", "multi_position_row",
+    "nmi_bootstrap", "plot_roc_rows", "plot_similarity_rows", "recipes", "register_claims",
+    "representation_analysis", "results_table", "row_style", "student_epochs", "success",
+    "success_metric", "table_4_12", "table_4_13", "table_4_19", "table_4_2", "table_4_3",
+    "table_4_4", "table_4_5", "teacher_kl", "train_rows", "training_times", "tsne_points",
+]

@@ -1,0 +1,348 @@
+"""fkdlib.experiments.srrl: the study's specs, the analyses' formulas, the tables beside the
+thesis and the wiring of the claims; one tiny CIFAR study trained end to end."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import entropy
+from sklearn.metrics import normalized_mutual_info_score
+
+from fkdlib.data.formats.cifar import write_cifar
+from fkdlib.distill import l2_distance
+from fkdlib.errors import ConfigError
+from fkdlib.experiments import srrl
+from fkdlib.experiments.common import teacher_spec
+from fkdlib.profiles import get_profile
+
+
+@pytest.fixture(scope="module")
+def face_study():
+    return srrl.build_study("smoke", 0, "synthface")
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    """A CIFAR-10 folder: 40 training and 20 test images, class k is a noisy copy of one
+    random image per class."""
+    root = tmp_path_factory.mktemp("cifar")
+    rng = np.random.default_rng(0)
+    prototypes = rng.integers(0, 256, size=(10, 3, 32, 32))
+
+    def split(count):
+        labels = np.arange(count) % 10
+        noise = rng.integers(-20, 21, size=(count, 3, 32, 32))
+        return np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8), labels
+
+    write_cifar(root, 10, {"train": split(40), "test": split(20)})
+    return root
+
+
+def _entry(recipe, name):
+    (entry,) = [e for e in recipe.losses if e["name"] == name]
+    return entry
+
+
+# --- rows and specs -------------------------------------------------------------------------
+
+def test_face_rows_use_repdistiller_weights_and_the_srrl_terms():
+    rows = srrl.recipes("face")
+    assert list(rows)[:9] == ["Student", "KD", "FitNet", "AT", "RKD", "PKT", "L_FM", "L_SR",
+                              "L_FM+L_SR"]
+    assert rows["Student"].losses == ()
+    assert (rows["KD"].ce_weight, _entry(rows["KD"], "kd")["weight"]) == (0.1, 0.9)
+    assert _entry(rows["FitNet"], "fitnet") == {
+        "name": "fitnet", "weight": 100.0,
+        "kwargs": {"student_stage": "layer3", "teacher_stage": "layer3"}}
+    assert _entry(rows["AT"], "at")["weight"] == 1000.0
+    assert _entry(rows["RKD"], "rkd")["weight"] == 1.0
+    assert _entry(rows["PKT"], "pkt")["weight"] == 30000.0
+    weights = {name: (_entry(rows[name], "srrl")["kwargs"]["fm_weight"],
+                      _entry(rows[name], "srrl")["kwargs"]["sr_weight"])
+               for name in ("L_FM", "L_SR", "L_FM+L_SR")}
+    assert weights == {"L_FM": (1.0, 0.0), "L_SR": (0.0, 1.0), "L_FM+L_SR": (1.0, 1.0)}
+
+
+def test_ablation_rows_change_one_thing_each():
+    rows = srrl.recipes("face")
+    for stage in ("layer3", "layer2"):
+        options = _entry(rows[f"L_FM @ {stage}"], "srrl")["kwargs"]
+        assert (options["feature"], options["fm_weight"], options["sr_weight"]) == (stage, 1, 0)
+    multi = rows["L_FM+L_SR + hint @ layer3"]
+    assert _entry(multi, "srrl")["kwargs"]["feature"] == "embedding"
+    assert _entry(multi, "fitnet")["weight"] == 1.0
+    forms = {name: _entry(rows[f"L_FM+L_SR ({name})"], "srrl")["kwargs"]["sr_form"]
+             for name in ("CE", "KL")}
+    assert forms == {"CE": "ce", "KL": "kl"}
+    assert rows["L_FM+L_SR (D+U)"].unlabeled and rows["L_FM+L_SR (D+U)"].group == "unlabeled"
+    cifar = srrl.recipes("cifar")
+    assert "L_FM+L_SR (D+U)" not in cifar and "L_FM @ layer1" in cifar
+    assert _entry(cifar["AT"], "at")["kwargs"]["stages"] == ["layer1", "layer2", "layer3"]
+    with pytest.raises(ConfigError, match="task must be"):
+        srrl.recipes("imagenet")
+
+
+def test_recipe_describes_its_objective():
+    rows = srrl.recipes("face")
+    assert rows["KD"].describe() == "0.1·CE + 0.9·kd"
+    assert rows["L_FM @ layer2"].describe() == "1·CE + 1·srrl(fm 1, sr 0 l2, at layer2)"
+    assert rows["L_FM+L_SR (D+U)"].describe().endswith("+ 1·KD(U) + 1·mixup KD(D,U)")
+
+
+@pytest.mark.parametrize("epochs, expected", [(12, 5), (10, 4), (1, 1)])
+def test_default_students_train_40_percent_of_the_epochs(epochs, expected):
+    assert srrl.student_epochs(get_profile("default", epochs=epochs)) == expected
+    assert srrl.student_epochs(get_profile("paper", epochs=epochs)) == epochs
+
+
+def test_face_study_uses_the_shared_teacher_and_a_mobilefacenet_student(face_study):
+    profile = face_study.profile
+    assert face_study.teacher == teacher_spec(face_study.bench)
+    student = face_study.spec("Student")
+    assert (student.backbone, student.head, student.head_kwargs, student.method) == (
+        "mobilefacenet", face_study.teacher.head, face_study.teacher.head_kwargs, "classify")
+    assert student.backbone_kwargs == {"input_size": profile.resolution,
+                                       "width": profile.backbone_width,
+                                       "embedding_size": profile.embedding_size}
+    assert student.train["epochs"] == srrl.student_epochs(profile)
+    kd = face_study.spec("KD")
+    assert kd.method == "distill" and kd.method_kwargs["teacher"] == face_study.teacher.to_dict()
+    assert kd.replace(method="classify", method_kwargs={}, name="") == student.replace(name="")
+    assert face_study.spec("Teacher") is face_study.teacher
+    with pytest.raises(ConfigError, match="unknown row 'SP'"):
+        face_study.spec("SP")
+
+
+def test_unlabeled_and_heldout_sets_are_drawn_where_they_should_be(face_study):
+    train = face_study.student.data
+    unlabeled = face_study.spec("L_FM+L_SR (D+U)")
+    assert unlabeled.method == "distill_unlabeled"
+    data = unlabeled.method_kwargs["unlabeled"]
+    assert data == {**train, "identity_offset": train["num_identities"]}
+    assert face_study.heldout_data == {**train, "images_per_identity":
+                                       train["images_per_identity"] + 4}
+
+
+def test_plan_lists_every_row_with_its_size(face_study):
+    plan = face_study.plan().set_index("row")
+    profile = face_study.profile
+    labeled = profile.train_identities * profile.train_images_per_identity
+    assert len(plan) == 1 + len(face_study.recipes)
+    assert plan.loc["Teacher", "epochs"] == profile.epochs
+    assert (plan.drop("Teacher")["epochs"] == srrl.student_epochs(profile)).all()
+    assert (plan["labeled images"] == labeled).all()
+    assert plan["unlabeled images"].to_dict() == {
+        row: (labeled if row == "L_FM+L_SR (D+U)" else 0) for row in plan.index}
+
+
+def test_heldout_images_are_new_images_of_the_training_identities(face_study):
+    from fkdlib.data import build_dataset
+
+    images = srrl.analysis_images(face_study)
+    profile = face_study.profile
+    per_identity = profile.train_images_per_identity
+    assert len(images.heldout) == profile.train_identities * 4
+    assert images.fit is images.heldout
+    assert np.array_equal(np.unique(images.heldout_labels), np.arange(profile.train_identities))
+    # the first images of each identity are exactly the training images, the rest are new
+    full = build_dataset(face_study.heldout_data).images_u8().reshape(
+        profile.train_identities, per_identity + 4, 3, profile.resolution, profile.resolution)
+    train = build_dataset(face_study.student.data).images_u8().reshape(
+        profile.train_identities, per_identity, 3, profile.resolution, profile.resolution)
+    assert np.array_equal(full[:, :per_identity], train)
+    assert np.array_equal(images.heldout.numpy(), full[:, per_identity:].reshape(
+        -1, 3, profile.resolution, profile.resolution))
+    assert len(images.test) == len(images.test_labels) == (
+        profile.test_identities * profile.test_images_per_identity)
+
+
+# --- formulas -------------------------------------------------------------------------------
+
+def test_teacher_kl_and_label_cross_entropy_match_direct_computations():
+    rng = np.random.default_rng(1)
+    teacher, student = rng.normal(size=(5, 4)) * 3, rng.normal(size=(5, 4)) * 3
+    softmax = lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(  # noqa: E731
+        z - z.max(1, keepdims=True)).sum(1, keepdims=True)
+    expected = [entropy(p, q) for p, q in zip(softmax(teacher), softmax(student))]
+    np.testing.assert_allclose(srrl.teacher_kl(teacher, student), expected, rtol=1e-10)
+    np.testing.assert_allclose(srrl.teacher_kl(teacher, teacher), 0.0, atol=1e-12)
+    labels = np.array([0, 1, 2, 3, 0])
+    np.testing.assert_allclose(srrl.label_cross_entropy(student, labels),
+                               -np.log(softmax(student)[np.arange(5), labels]), rtol=1e-10)
+
+
+def test_fitted_l2_is_zero_for_a_rotated_teacher_and_matches_least_squares():
+    rng = np.random.default_rng(2)
+    teacher_fit, teacher_test = rng.normal(size=(200, 6)), rng.normal(size=(50, 6))
+    rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    np.testing.assert_allclose(srrl.fitted_l2(teacher_fit @ rotation, teacher_fit,
+                                              teacher_test @ rotation, teacher_test),
+                               0.0, atol=1e-16)
+    student_fit, student_test = rng.normal(size=(200, 4)), rng.normal(size=(50, 4))
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    design = np.hstack([unit(student_fit), np.ones((200, 1))])
+    coefficients, *_ = np.linalg.lstsq(design, unit(teacher_fit), rcond=None)
+    prediction = np.hstack([unit(student_test), np.ones((50, 1))]) @ coefficients
+    distances = srrl.fitted_l2(student_fit, teacher_fit, student_test, teacher_test)
+    np.testing.assert_allclose(distances, ((unit(teacher_test) - prediction) ** 2).sum(1),
+                               rtol=1e-8)
+    assert distances.mean() == pytest.approx(l2_distance(torch.from_numpy(unit(teacher_test)),
+                                                         torch.from_numpy(prediction)))
+
+
+def test_nmi_bootstrap_effect_and_interval():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(10), 20)
+    noisy = np.where(rng.random(200) < 0.2, rng.integers(0, 10, 200), labels)
+    random = rng.integers(0, 10, 200)
+    result = srrl.nmi_bootstrap(labels, noisy, random, n_boot=300, seed=0)
+    expected = 100 * (normalized_mutual_info_score(labels, noisy)
+                      - normalized_mutual_info_score(labels, random))
+    assert result["effect"] == pytest.approx(expected)
+    assert 0 < result["ci_low"] < result["effect"] < result["ci_high"]
+    same = srrl.nmi_bootstrap(labels, noisy, noisy, n_boot=50)
+    assert (same["effect"], same["ci_low"], same["ci_high"]) == (0.0, 0.0, 0.0)
+
+
+def test_classification_evaluation_top_k():
+    logits = np.array([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0], [3.0, 1.0, 2.0]])
+    result = srrl.ClassificationEvaluation("m", logits, np.array([0, 2, 1, 1]))
+    assert result.correct.tolist() == [True, False, False, False]
+    assert result.top_k(2) == 0.75 and result.top_k(3) == 1.0
+    assert result.summary() == {"Top-1": 25.0, "Top-5": 100.0}
+    assert srrl.success(result).tolist() == [True, False, False, False]
+
+
+def test_model_outputs_are_the_backbone_and_head_in_eval_mode():
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5),
+                                   torch.nn.BatchNorm1d(5))
+    head = torch.nn.Linear(5, 3)
+    images = torch.randint(0, 256, (7, 3, 4, 4), dtype=torch.uint8)
+    features, logits = srrl.model_outputs(backbone, head, images, batch_size=3)
+    with torch.no_grad():
+        expected = backbone.eval()((images.float() / 255 - 0.5) / 0.5)
+    np.testing.assert_allclose(features, expected.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(logits, head(expected).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+# --- tables and claims on hand-made evaluations ---------------------------------------------
+
+def _face_eval(rank1_hits, lfw=90.0, tar=0.5):
+    """What the tables and claims read from a face Evaluation."""
+    ranks = np.where(np.asarray(rank1_hits, bool), 1, 5)
+    summary = {"LFW-like acc": lfw, "CFP-FP-like acc": lfw - 10, "AgeDB-like acc": lfw - 5,
+               "IJB-like TAR@0.001": tar, "rank-1": 100 * float((ranks == 1).mean())}
+    return SimpleNamespace(
+        identification=SimpleNamespace(probe_ranks=ranks,
+                                       rank_accuracies={1: float((ranks == 1).mean())}),
+        tar={"ijb": {1e-4: tar / 2}}, summary=lambda: summary, name="fake")
+
+
+def test_face_tables_put_the_thesis_numbers_beside_ours():
+    evaluations = {row: _face_eval([1, 0, 1, 1], lfw=80.0 + i)
+                   for i, row in enumerate(["Student", "KD", "L_FM+L_SR", "Teacher"])}
+    table = srrl.table_4_12(evaluations).set_index("row")
+    assert list(table.index) == ["Student", "KD", "L_FM+L_SR", "Teacher"]
+    assert table.loc["L_FM+L_SR", "thesis row"] == "Ours"
+    assert table.loc["L_FM+L_SR", "Ver TAR@1e-6 (thesis, %)"] == 94.17
+    assert table.loc["KD", "Id rank-1 (thesis, %)"] == 90.91
+    assert table.loc["Student", "IJB-like TAR@1e-4 (ours, %)"] == 25.0
+    assert table.loc["Student", "rank-1 (ours, %)"] == 75.0
+    verification = srrl.table_4_13(evaluations).set_index("row")
+    assert verification.loc["Teacher", "LFW-like (ours)"] == 83.0
+    assert verification.loc["Teacher", "CPLFW (thesis)"] == 93.30
+    unlabeled = srrl.table_4_19(evaluations).set_index("row")
+    assert list(unlabeled.index) == ["Student", "L_FM+L_SR", "Teacher"]
+    assert unlabeled.loc["L_FM+L_SR", "CFP-FP (thesis)"] == 91.34
+
+
+def test_claims_compare_the_right_rows(face_study):
+    rows = ["Student", "KD", "FitNet", "AT", "RKD", "PKT", "L_FM", "L_SR", "L_FM+L_SR",
+            "L_FM @ layer3", "L_FM @ layer2", "L_FM+L_SR (D+U)"]
+    n = 400
+    rng = np.random.default_rng(4)
+    rates = dict(zip(rows, [0.5, 0.55, 0.5, 0.5, 0.5, 0.5, 0.6, 0.7, 0.85, 0.4, 0.45, 0.95]))
+    draw = rng.random(n)  # shared, so that better rows hit wherever worse ones do
+    evaluations = {row: _face_eval(draw < rate) for row, rate in rates.items()}
+    labels = np.repeat(np.arange(20), 20)
+    distance = {row: np.full(n, 1.0) for row in rows}
+    distance["L_SR"] = np.full(n, 0.8)
+    distance["L_FM+L_SR"] = np.full(n, 0.5) + rng.normal(0, 0.01, n)
+    kl = {row: np.full(n, 2.0) + rng.normal(0, 0.01, n) for row in rows}
+    kl["KD"] = np.full(n, 1.0)
+    clusters = {row: rng.integers(0, 20, n) for row in rows}
+    clusters["L_FM+L_SR"] = labels
+    representation = srrl.Representation(
+        kl=kl, ce=kl, l2=distance, clusters=clusters,
+        nmi={row: normalized_mutual_info_score(labels, c) for row, c in clusters.items()},
+        test_labels=labels)
+    claims = srrl.register_claims(face_study)
+    table = srrl.evaluate_claims(claims, face_study, evaluations, representation, n_boot=300,
+                                 assess=True).set_index("id")
+    assert len(table) == 13
+    hits = {row: 100 * (draw < rate) for row, rate in rates.items()}
+    assert table.loc["L_SR>L_FM", "effect"] == pytest.approx(hits["L_SR"].mean()
+                                                             - hits["L_FM"].mean())
+    assert "L_FM+L_SR − L_SR" in table.loc["L_FM+L_SR:best-of-three", "evidence"]
+    assert "L_FM − L_FM @ layer2" in table.loc["last>earlier", "evidence"]
+    assert "L_FM+L_SR − L_SR, fitted L2" in table.loc["L2:smallest", "evidence"]
+    assert table.loc["L2:smallest", "effect"] == pytest.approx(
+        distance["L_FM+L_SR"].mean() - 0.8)
+    assert "L_FM+L_SR − KD, KL" in table.loc["KL:smallest", "evidence"]
+    assert table.loc["KL:smallest", "status"] == "contradicted"
+    assert table.loc["NMI:highest", "status"] == "holds"
+    for claim in ("L_SR>L_FM", "L_FM+L_SR:best-of-three", "L_FM+L_SR>Student", "L_FM+L_SR>PKT",
+                  "L2:smallest", "last>earlier", "D+U>D"):
+        assert table.loc[claim, "status"] == "holds", claim
+    assert table.loc["L_FM+L_SR>KD", "n"] == n
+
+
+# --- the CIFAR path -------------------------------------------------------------------------
+
+def test_cifar_study_trains_and_fills_table_4_2(cifar_root, tmp_path):
+    profile = get_profile("smoke", batch_size=20)
+    study = srrl.build_study(profile, 0, f"cifar10:{cifar_root}")
+    assert study.task == "cifar" and not study.is_face
+    assert (study.teacher.backbone, study.teacher.backbone_kwargs, study.teacher.head) == (
+        "wide_resnet", {"depth": 16, "widen": 2}, "softmax")
+    assert study.student.backbone_kwargs == {"depth": 10, "widen": 1}
+    assert study.student.data == {"kind": "cifar", "path": str(cifar_root), "variant": 10,
+                                  "split": "train"}
+    assert study.teacher.train["grad_clip"] is None and study.teacher.train["lr"] == 0.05
+    rows = ["Student", "L_FM+L_SR", "L_FM @ layer1"]
+    models = srrl.train_rows(study, rows, cache_dir=tmp_path, log=lambda _: None)
+    evaluations = srrl.evaluate_rows(study, models)
+    table = srrl.table_4_2(study, evaluations).set_index("row")
+    assert list(table.index) == ["Student", "L_FM+L_SR", "L_FM @ layer1", "Teacher"]
+    assert table.loc["L_FM @ layer1", "thesis row"] == "L_FM+L_SR @ conv2"
+    assert table.loc["L_FM @ layer1", "thesis Top-1 (%)"] == 77.03
+    assert table.loc["Teacher", "thesis Top-1 (%)"] == 79.5
+    for row, evaluation in evaluations.items():
+        assert table.loc[row, "Top-1 (ours, %)"] == pytest.approx(100 * evaluation.correct.mean())
+    images = srrl.analysis_images(study)
+    assert images.heldout is images.test and len(images.fit) == 40
+    representation = srrl.representation_analysis(
+        srrl.collect_features(models, images), images)
+    assert representation.kl["Teacher"] == pytest.approx(np.zeros(20), abs=1e-12)
+    assert set(representation.nmi) == {"Teacher", *rows}
+
+
+def test_real_face_data_is_refused_with_a_reason(monkeypatch):
+    bench = SimpleNamespace(train_data={"kind": "recordio", "path": "/faces"})
+    monkeypatch.setattr(srrl, "face_benchmark", lambda *args: bench)
+    with pytest.raises(ConfigError, match="needs data='synthface'"):
+        srrl._face_study(get_profile("smoke"), 0, "rec:/faces")
+
+
+def test_resampled_nmi_equals_scikit_learn_on_the_resample():
+    rng = np.random.default_rng(5)
+    labels, clusters = rng.integers(0, 7, 120), rng.integers(0, 9, 120)
+    nmi = srrl._ResampledNMI(labels, clusters)
+    for _ in range(5):
+        draw = rng.integers(0, 120, 120)
+        weights = np.bincount(draw, minlength=120).astype(float)
+        assert nmi(weights) == pytest.approx(
+            normalized_mutual_info_score(labels[draw], clusters[draw]), abs=1e-12)
+    assert srrl._ResampledNMI(np.zeros(5), np.ones(5))(np.ones(5)) == 1.0

@@ -1,0 +1,50 @@
+"""Notebook 03 (SRRL) runs end to end through papermill on the smoke profile."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from fkdlib.experiments import srrl
+from fkdlib.reproduce import reproduce
+
+NAME = "03_srrl"
+
+
+@pytest.mark.slow
+def test_notebook_03_runs_on_the_smoke_profile(tmp_path):
+    runs = reproduce("smoke", only=[NAME], results_dir=tmp_path / "results",
+                     figures_dir=tmp_path / "figures", timeout_s=600, log=lambda *_: None)
+    assert [(run.name, run.status) for run in runs] == [(NAME, "ok")], runs[0].error
+    results = tmp_path / "results" / NAME
+    rows = list(srrl.recipes("face"))
+
+    claims = pd.read_csv(results / "claims.csv")
+    assert len(claims) == 13 and set(claims.status) == {"not assessed"}
+    assert claims["effect"].notna().all()
+
+    table = pd.read_csv(results / "results.csv")
+    assert table["row"].tolist() == ["Teacher", *rows]
+    assert table["rank-1"].between(0, 100).all() and table["LFW-like acc"].between(0, 100).all()
+
+    plan = pd.read_csv(results / "plan.csv")
+    assert plan["row"].tolist() == ["Teacher", *rows]
+
+    position = pd.read_csv(results / "table_4_2.csv").set_index("row")
+    assert position.loc["L_FM+L_SR", "thesis Top-1 (%)"] == 79.58
+    assert position.loc["L_FM @ layer3", "thesis row"] == "L_FM+L_SR @ conv3"
+    zoo = pd.read_csv(results / "table_4_12.csv").set_index("row")
+    assert zoo.loc["L_FM+L_SR", "Id rank-1 (thesis, %)"] == 93.26
+    representation = pd.read_csv(results / "representation.csv").set_index("row")
+    assert representation.loc["Teacher", "KL with teacher"] == pytest.approx(0.0, abs=1e-9)
+    assert len(representation) == 1 + len(rows)
+    for name in ("table_4_3", "table_4_4", "table_4_5", "table_4_13", "table_4_19",
+                 "training_times"):
+        assert len(pd.read_csv(results / f"{name}.csv")) > 0, name
+
+    for figure in ("tsne", "similarity_distributions", "roc"):
+        for ext in ("png", "pdf", "svg"):
+            assert (tmp_path / "figures" / NAME / f"{figure}.{ext}").stat().st_size > 0
+    provenance = json.loads((results / "provenance.json").read_text())
+    assert provenance["profile"]["name"] == "smoke" and provenance["runtime_s"] > 0
+    assert NAME in (tmp_path / "results" / "CLAIMS.md").read_text()
