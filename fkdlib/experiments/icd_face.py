@@ -1,0 +1,619 @@
+"""Notebook 04 — ICD-Face (Yu et al., ICCV 2023): intra-class compactness distillation.
+
+The paper's observation: a small student distilled with feature-consistency distillation (FCD,
+an L2 loss between the student's and the teacher's embeddings of the same image) keeps the
+teacher's *negative*-pair similarity distribution but has clearly lower *positive*-pair
+similarities. Its fix, ICD, matches the distribution of positive-pair similarities (each batch
+feature against per-class feature banks) with a KL divergence between soft histograms.
+
+Four models are compared on the shared benchmark: the shared IResNet-50 teacher
+(:func:`~fkdlib.experiments.common.teacher_spec`), the student trained alone, the student with
+FCD and the student with FCD + ICD. Then an ablation over the bank size K and the histogram
+bandwidth σ, and the feature banks' memory at the paper's scale. The losses, the banks and the
+unpublished choices (K = 8, 41 bins, σ = 0.05, weights FCD 7 / ICD 1) live in
+:mod:`fkdlib.distill.icd`; this module builds the specs, tables, figures and claim checks the
+notebook shows, and the tests call it on tiny inputs.
+
+The student is insightface's MobileFaceNet at the profile's width: the paper's student is
+MobileNetV2 (vs a ResNet-50 teacher) and MobileFaceNet is the face network built from
+MobileNetV2's inverted-residual bottlenecks, so it is the closest student we have; at the
+profile's width it is an order of magnitude smaller than the teacher (:func:`model_sizes`), the
+capacity gap the paper's observation is about.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from scipy.stats import wasserstein_distance
+
+from ..distill.icd import (
+    FCD_WEIGHT, ICD_BANDWIDTH, ICD_BINS, ICD_SLOTS, ICD_WEIGHT, PAPER_EMBEDDING_SIZE,
+    PAPER_NUM_CLASSES, FeatureBank)
+from ..errors import ConfigError
+from ..evaluation import (
+    count_flops, mean_positive_similarity, paired_bootstrap, profile_model, project,
+    similarity_stats)
+from ..evaluation.similarity import BootstrapResult
+from ..models import create_model
+from ..report import figures as figs
+from ..report.claims import Claim, ClaimSet
+from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train
+from .common import Evaluation, FaceBenchmark, compare, evaluate, teacher_spec, training_spec
+
+STUDENT_BACKBONE = "mobilefacenet"
+# The paper's pair, for the model-size table: ResNet-50 teacher, MobileNetV2 student (our
+# stand-in: MobileFaceNet, MobileNetV2's bottlenecks for faces).
+PAPER_TEACHER, PAPER_STUDENT = "iresnet50", "mobilefacenet"
+PAPER_INPUT_SIZE = 112
+
+TEACHER, STUDENT, FCD, FCD_ICD = "Teacher", "Student", "FCD", "FCD+ICD"
+METHODS = (TEACHER, STUDENT, FCD, FCD_ICD)
+CE_WEIGHT = 1.0
+
+# Ablation: bank sizes (K slots per class) and soft-histogram bandwidths σ; the defaults of
+# fkdlib.distill.icd (K = 8, σ = 0.05) are in both grids.
+BANK_SIZES = (2, 4, ICD_SLOTS, 16)
+BANDWIDTHS = (0.025, ICD_BANDWIDTH, 0.1)
+NO_ICD = "no ICD"
+# The ablation fine-tunes the trained FCD student (the variants differ only in K or σ and share
+# their start, data order and schedule, so their differences are K's and σ's), for
+# ABLATION_EPOCHS epochs at the learning rates the main schedule ends with: the profile's lr
+# x 0.1 for the first half, x 0.01 for the second. Two epochs: the banks start empty and fill
+# during the first.
+ABLATION_EPOCHS = 2
+ABLATION_LR_FACTOR = 0.1
+
+# "Matches the teacher" means within ±δ in mean cosine similarity: δ is the soft histogram's
+# bin step and bandwidth (ICD_BANDWIDTH = 0.05), the resolution at which ICD itself compares
+# similarity distributions.
+EQUIVALENCE_MARGIN = ICD_BANDWIDTH
+LOW_FAR = 1e-4
+MAX_BOOTSTRAP_PAIRS = 20_000
+CLAIM_PROTOCOL = "ijb"
+TAR_FARS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+PAPER_SOURCE = "ICD-Face (Yu et al., ICCV 2023)"
+TSNE_IDENTITIES = 12
+
+
+# ----------------------------------------------------------------------------- specs
+
+
+def fcd_loss() -> dict[str, Any]:
+    """The FCD entry of a distillation spec's ``losses`` list (weight :data:`FCD_WEIGHT`)."""
+    return {"name": "fcd", "weight": FCD_WEIGHT}
+
+
+def icd_loss(slots_per_class: int = ICD_SLOTS, bandwidth: float = ICD_BANDWIDTH,
+             bins: int = ICD_BINS) -> dict[str, Any]:
+    """The ICD entry of a ``losses`` list, every bank and histogram setting spelled out so the
+    zoo key names them (weight :data:`ICD_WEIGHT`)."""
+    if isinstance(slots_per_class, bool) or not isinstance(slots_per_class, int) \
+            or slots_per_class < 1:
+        raise ConfigError(f"slots_per_class (K) must be a positive integer, got "
+                          f"{slots_per_class!r}")
+    if not (isinstance(bandwidth, (int, float)) and math.isfinite(bandwidth) and bandwidth > 0):
+        raise ConfigError(f"bandwidth (σ) must be a finite number > 0, got {bandwidth!r}")
+    return {"name": "icd", "weight": ICD_WEIGHT,
+            "kwargs": {"slots_per_class": slots_per_class, "bins": bins,
+                       "bandwidth": float(bandwidth)}}
+
+
+def student_spec(bench: FaceBenchmark, losses: Sequence[Mapping[str, Any]] = (), *,
+                 name: str = "", train_overrides: Mapping[str, Any] | None = None,
+                 init_from: ModelSpec | None = None) -> ModelSpec:
+    """The MobileFaceNet student with the profile's recipe and the teacher's margin head.
+
+    Without ``losses`` the student is trained alone (cross-entropy through the head); with
+    losses it is distilled from :func:`~fkdlib.experiments.common.teacher_spec` (method
+    ``"distill"``, cross-entropy weight :data:`CE_WEIGHT`). The student's embedding size is the
+    teacher's, so FCD compares the embeddings directly (no projection).
+    """
+    teacher = teacher_spec(bench)
+    embedding_size = teacher.backbone_kwargs.get("embedding_size",
+                                                 bench.profile.embedding_size)
+    spec = training_spec(bench, STUDENT_BACKBONE, teacher.head,
+                         head_kwargs=teacher.head_kwargs, name=name,
+                         backbone_kwargs={"embedding_size": embedding_size},
+                         train_overrides=train_overrides)
+    if losses:
+        spec = spec.replace(method="distill", method_kwargs={
+            "teacher": teacher.to_dict(), "losses": [dict(loss) for loss in losses],
+            "ce_weight": CE_WEIGHT})
+    return spec.replace(init_from=init_from) if init_from is not None else spec
+
+
+def method_specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
+    """Teacher, student alone, student + FCD, student + FCD + ICD (K = 8, σ = 0.05)."""
+    return {
+        TEACHER: teacher_spec(bench),
+        STUDENT: student_spec(bench, name="04_icd_face/student"),
+        FCD: student_spec(bench, [fcd_loss()], name="04_icd_face/fcd"),
+        FCD_ICD: student_spec(bench, [fcd_loss(), icd_loss()], name="04_icd_face/fcd+icd"),
+    }
+
+
+def ablation_label(slots_per_class: int, bandwidth: float) -> str:
+    """``"K=8, σ=0.05"``: the label of one ablation variant."""
+    return f"K={slots_per_class}, σ={bandwidth:g}"
+
+
+def ablation_grid() -> list[tuple[int, float]]:
+    """(K, σ) of every ablation variant: each K at the default σ, then each other σ at the
+    default K (the default pair appears once)."""
+    grid = [(slots, ICD_BANDWIDTH) for slots in BANK_SIZES]
+    grid += [(ICD_SLOTS, bandwidth) for bandwidth in BANDWIDTHS if bandwidth != ICD_BANDWIDTH]
+    return grid
+
+
+def ablation_train_overrides(bench: FaceBenchmark) -> dict[str, Any]:
+    """The fine-tuning schedule of the ablation (see :data:`ABLATION_EPOCHS`), never longer
+    than the main schedule (the smoke profile trains for one epoch)."""
+    # rounded so that 0.1 x 0.1 is stored (and shown) as 0.01, not 0.010000000000000002
+    lr = float(f"{bench.profile.lr * ABLATION_LR_FACTOR:.12g}")
+    return {"epochs": min(ABLATION_EPOCHS, bench.profile.epochs), "lr": lr,
+            "schedule": "multistep", "milestones": [0.5]}
+
+
+def ablation_specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
+    """The trained FCD student fine-tuned without ICD (:data:`NO_ICD`, the reference) and with
+    ICD at every (K, σ) of :func:`ablation_grid`, on one schedule."""
+    start = method_specs(bench)[FCD]
+    overrides = ablation_train_overrides(bench)
+    specs = {NO_ICD: student_spec(bench, [fcd_loss()], name="04_icd_face/ablation/no-icd",
+                                  train_overrides=overrides, init_from=start)}
+    for slots, bandwidth in ablation_grid():
+        label = ablation_label(slots, bandwidth)
+        specs[label] = student_spec(bench, [fcd_loss(), icd_loss(slots, bandwidth)],
+                                    name=f"04_icd_face/ablation/{label}",
+                                    train_overrides=overrides, init_from=start)
+    return specs
+
+
+def train(specs: Mapping[str, ModelSpec], device: str | torch.device = "cpu",
+          cache_dir=DEFAULT_CACHE_DIR, log: Callable[[str], None] = print
+          ) -> dict[str, TrainedModel]:
+    """Train (or load from the model zoo) every spec, in order."""
+    return {name: get_or_train(spec, cache_dir=cache_dir, device=device, log=log)
+            for name, spec in specs.items()}
+
+
+def evaluate_all(models: Mapping[str, TrainedModel], bench: FaceBenchmark,
+                 device: str | torch.device = "cpu") -> dict[str, Evaluation]:
+    """:func:`~fkdlib.experiments.common.evaluate` for every model."""
+    return {name: evaluate(model.backbone, bench, name=name, device=device)
+            for name, model in models.items()}
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def model_sizes(bench: FaceBenchmark) -> pd.DataFrame:
+    """Parameters and multiply-adds of our teacher and student at the profile's input size (with
+    the margin head both train with: the teacher's), beside the same two architectures at the
+    paper's 112 px and 512-d."""
+    specs = method_specs(bench)
+    rows = []
+    for role in (TEACHER, STUDENT):
+        spec = specs[role]
+        with torch.device("meta"):
+            model = create_model(spec.backbone, **spec.backbone_kwargs)
+        ours = count_flops(model, model.input_size)
+        options = ", ".join(f"{key}={value:g}" for key, value in spec.head_kwargs.items())
+        rows.append({"role": role.lower(), "scale": f"ours ({bench.profile.name})",
+                     "backbone": spec.backbone, "head": f"{spec.head} ({options})",
+                     "input": f"{model.input_size} px, {model.embedding_size}-d",
+                     "params (M)": ours.params_m, "MMACs": ours.macs / 1e6})
+    for role, name, note in (("teacher", PAPER_TEACHER, "paper: ResNet-50"),
+                             ("student", PAPER_STUDENT, "paper: MobileNetV2")):
+        full = profile_model(name, PAPER_INPUT_SIZE, embedding_size=PAPER_EMBEDDING_SIZE)
+        rows.append({"role": role, "scale": f"112 px ({note})", "backbone": name, "head": "",
+                     "input": f"{PAPER_INPUT_SIZE} px, {PAPER_EMBEDDING_SIZE}-d",
+                     "params (M)": full.params_m, "MMACs": full.macs / 1e6})
+    return pd.DataFrame(rows)
+
+
+def bank_memory(slots: Sequence[int] = BANK_SIZES, num_classes: int = PAPER_NUM_CLASSES,
+                dim: int = PAPER_EMBEDDING_SIZE, dtype: torch.dtype = torch.float16
+                ) -> pd.DataFrame:
+    """Memory of ICD's feature banks (:meth:`FeatureBank.estimate_bytes`): one network's bank
+    and the teacher's + the student's together, for each K. The defaults are the paper's
+    scale: 85,742 MS1MV2 identities, 512-d, fp16."""
+    rows = []
+    for k in slots:
+        one = FeatureBank.estimate_bytes(k, num_classes, dim, dtype)
+        rows.append({"K": k, "classes": num_classes, "dim": dim,
+                     "dtype": str(dtype).removeprefix("torch."), "bytes per bank": one,
+                     "MiB per bank": one / 2**20, "GiB for both banks": 2 * one / 2**30})
+    return pd.DataFrame(rows)
+
+
+def similarity_table(evaluations: Mapping[str, Evaluation], protocol: str = CLAIM_PROTOCOL,
+                     reference: str = TEACHER) -> pd.DataFrame:
+    """Positive/negative similarity statistics per method (:func:`similarity_stats`), their
+    mean shifts from the reference (the teacher), and the 1-Wasserstein distance of each
+    distribution to the reference's (the mean absolute shift of matched quantiles)."""
+    if reference not in evaluations:
+        raise ConfigError(f"reference method {reference!r} is not among the evaluations "
+                          f"({', '.join(evaluations)})")
+    ref = evaluations[reference]
+    rows = []
+    for name, ev in evaluations.items():
+        positive, negative = ev.positives(protocol), ev.negatives(protocol)
+        stats = similarity_stats(positive, negative)
+        rows.append({
+            "method": name,
+            "mean pos": stats["mean_positive"], "std pos": stats["std_positive"],
+            "mean neg": stats["mean_negative"], "std neg": stats["std_negative"],
+            f"Δ pos vs {reference.lower()}":
+                stats["mean_positive"] - float(ref.positives(protocol).mean()),
+            f"Δ neg vs {reference.lower()}":
+                stats["mean_negative"] - float(ref.negatives(protocol).mean()),
+            f"W1 pos to {reference.lower()}": wasserstein_distance(positive,
+                                                                   ref.positives(protocol)),
+            f"W1 neg to {reference.lower()}": wasserstein_distance(negative,
+                                                                   ref.negatives(protocol)),
+            "d'": stats["d_prime"], "overlap": stats["overlap"],
+        })
+    return pd.DataFrame(rows)
+
+
+def tar_table(evaluations: Mapping[str, Evaluation], protocol: str = CLAIM_PROTOCOL,
+              fars: Sequence[float] = TAR_FARS) -> pd.DataFrame:
+    """TAR at each FAR on the protocol's pairs (NaN where the negatives cannot resolve it)."""
+    return pd.DataFrame([{"method": name, **{f"TAR@{far:g}": ev.tar[protocol][far]
+                                             for far in fars}}
+                         for name, ev in evaluations.items()])
+
+
+def stratum_rows(evaluation: Evaluation, protocol: str, positive: bool,
+                 max_pairs: int = MAX_BOOTSTRAP_PAIRS, seed: int = 0) -> np.ndarray:
+    """Indices of the protocol's positive (or negative) pairs, reduced to a seeded uniform
+    sample of ``max_pairs`` when there are more (see :func:`stratified_mean_bootstrap`)."""
+    rows = np.flatnonzero(evaluation.issame[protocol] if positive
+                          else ~evaluation.issame[protocol])
+    if rows.size == 0:
+        raise ConfigError(f"the {protocol!r} list has no {'positive' if positive else 'negative'}"
+                          " pairs to bootstrap")
+    if rows.size > max_pairs:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_pairs, replace=False))
+    return rows
+
+
+def stratified_mean_bootstrap(a: Evaluation, b: Evaluation, protocol: str, positive: bool,
+                              n_boot: int, seed: int = 0,
+                              max_pairs: int = MAX_BOOTSTRAP_PAIRS) -> BootstrapResult:
+    """Paired bootstrap of mean(a) − mean(b) over the positive (or the negative) pairs only.
+
+    A mean over one class of pairs depends only on that class, so resampling within it (a
+    stratified bootstrap) measures the same thing as resampling every pair without drawing the
+    other class each time. A class with more than ``max_pairs`` pairs (the IJB-like list's
+    ~400,000 negatives) is first reduced to a seeded uniform sample of ``max_pairs`` of them:
+    2,000 resamples of 400,000 pairs take ~40 s of CPU, while the sample's wider interval
+    stays far inside the 0.05 margin the claims use (cosines with a standard deviation of 0.3
+    have a mean of 20,000 with a standard error of 0.3/√20000 ≈ 0.002).
+    """
+    rows = stratum_rows(a, protocol, positive, max_pairs, seed)
+    # Every pair of the stratum counts as "positive" for mean_positive_similarity, which then
+    # is the plain mean of the stratum's scores.
+    labels = np.ones(rows.size, dtype=bool)
+    return paired_bootstrap(mean_positive_similarity, a.scores[protocol][rows],
+                            b.scores[protocol][rows], labels, n_boot=n_boot, seed=seed)
+
+
+def _absolute_mean(scores: np.ndarray, labels: np.ndarray,
+                   weights: np.ndarray | None = None) -> np.ndarray | float:
+    """|mean| of the scores (all labelled positive), in the bootstrap metric contract."""
+    return np.abs(mean_positive_similarity(scores, labels, weights))
+
+
+def closeness_bootstrap(candidate: Evaluation, baseline: Evaluation, reference: Evaluation,
+                        protocol: str, n_boot: int, seed: int = 0,
+                        max_pairs: int = MAX_BOOTSTRAP_PAIRS) -> BootstrapResult:
+    """Paired bootstrap over the positive pairs of
+    ``|mean(candidate − reference)| − |mean(baseline − reference)|``: negative when the
+    candidate's mean positive similarity is closer to the reference's than the baseline's is.
+
+    Each pair's score differences to the reference are resampled jointly (the same pairs for
+    both), so the effect is the change in distance to the reference (ICD-Face: "toward the
+    teacher's").
+    """
+    rows = stratum_rows(reference, protocol, True, max_pairs, seed)
+    target = reference.scores[protocol][rows]
+    labels = np.ones(rows.size, dtype=bool)
+    return paired_bootstrap(_absolute_mean, candidate.scores[protocol][rows] - target,
+                            baseline.scores[protocol][rows] - target, labels, n_boot=n_boot,
+                            seed=seed)
+
+
+def ablation_table(evaluations: Mapping[str, Evaluation], teacher: Evaluation, n_boot: int,
+                   seed: int = 0, protocol: str = CLAIM_PROTOCOL) -> pd.DataFrame:
+    """One row per ablation variant: K, σ, mean positive and negative similarity, the change in
+    mean positive similarity from the :data:`NO_ICD` reference with its 95% interval
+    (stratified paired bootstrap), TAR at 1e-4 and 1e-3, LFW-like accuracy, and the variant's
+    bank memory at the paper's scale."""
+    if NO_ICD not in evaluations:
+        raise ConfigError(f"the ablation needs its reference {NO_ICD!r}; got "
+                          f"{', '.join(evaluations)}")
+    reference = evaluations[NO_ICD]
+    grid = {ablation_label(k, s): (k, s) for k, s in ablation_grid()}
+    rows = []
+    for name, ev in evaluations.items():
+        slots, bandwidth = grid.get(name, (pd.NA, math.nan))
+        row = {"variant": name, "K": slots, "σ": bandwidth,
+               "mean pos": float(ev.positives(protocol).mean()),
+               "mean neg": float(ev.negatives(protocol).mean())}
+        if name == NO_ICD:
+            row.update({"Δ pos vs no ICD": 0.0, "ci_low": math.nan, "ci_high": math.nan})
+        else:
+            result = stratified_mean_bootstrap(ev, reference, protocol, True, n_boot, seed)
+            row.update({"Δ pos vs no ICD": result.effect, "ci_low": result.ci_low,
+                        "ci_high": result.ci_high})
+        row.update({"TAR@1e-4": ev.tar[protocol][1e-4], "TAR@1e-3": ev.tar[protocol][1e-3],
+                    "LFW-like acc": 100 * ev.verification["lfw"].accuracy_mean
+                    if "lfw" in ev.verification else math.nan,
+                    "paper-scale MiB per bank": FeatureBank.estimate_bytes(slots) / 2**20
+                    if name in grid else 0.0})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    teacher_row = {"variant": TEACHER, "K": pd.NA, "σ": math.nan,
+                   "mean pos": float(teacher.positives(protocol).mean()),
+                   "mean neg": float(teacher.negatives(protocol).mean()),
+                   "TAR@1e-4": teacher.tar[protocol][1e-4],
+                   "TAR@1e-3": teacher.tar[protocol][1e-3],
+                   "LFW-like acc": 100 * teacher.verification["lfw"].accuracy_mean
+                   if "lfw" in teacher.verification else math.nan}
+    frame = pd.concat([frame, pd.DataFrame([teacher_row])], ignore_index=True)
+    frame["K"] = frame["K"].astype("Int64")
+    return frame
+
+
+# ----------------------------------------------------------------------------- claims
+
+
+def shifted_evidence(result: BootstrapResult, shift: float, compared: str) -> dict[str, Any]:
+    """Evidence for "Δ + shift < 0" from a bootstrap of Δ: the effect and both interval ends
+    move by ``shift`` (the p-value, which tests Δ = 0, is dropped)."""
+    return {"effect": result.effect + shift, "ci_low": result.ci_low + shift,
+            "ci_high": result.ci_high + shift, "n_boot": result.n_boot, "compared": compared}
+
+
+def equivalence_evidence(result: BootstrapResult, margin: float,
+                         compared: str) -> dict[str, Any]:
+    """Evidence for the equivalence claim "|Δ| < margin" from a bootstrap of Δ.
+
+    The effect is ``|Δ| − margin``; its interval is the range of ``|Δ| − margin`` over Δ's
+    interval ``[l, h]``: from ``(0 if l <= 0 <= h else min(|l|, |h|)) − margin`` to
+    ``max(|l|, |h|) − margin``. With direction ``"less"`` the claim holds when Δ's whole
+    interval lies inside ``(−margin, margin)`` (equivalence shown), is contradicted when it lies
+    wholly outside (a difference larger than the margin shown), and is not significant when it
+    straddles a bound. An undefined interval stays undefined.
+    """
+    if not (math.isfinite(margin) and margin > 0):
+        raise ConfigError(f"the equivalence margin must be a finite number > 0, got {margin!r}")
+    low, high = result.ci_low, result.ci_high
+    if math.isnan(low) or math.isnan(high):
+        lower = upper = math.nan
+    else:
+        upper = max(abs(low), abs(high))
+        lower = 0.0 if low <= 0 <= high else min(abs(low), abs(high))
+    return {"effect": abs(result.effect) - margin, "ci_low": lower - margin,
+            "ci_high": upper - margin, "n_boot": result.n_boot, "compared": compared}
+
+
+def paper_statements() -> pd.DataFrame:
+    """The paper's side of every claim: what it says, in its words where we have them. The
+    paper publishes no code and we hold none of its table numbers, so this text is what our
+    results stand beside."""
+    rows = [
+        ("FCD:neg-match", "FCD keeps the inter-class discrepancy: the student's similarity "
+         "distribution of negative pairs is similar to the teacher's.",
+         f"{PAPER_SOURCE}, motivation (reading notes, shared/seeds/icd_face_notes_ko.txt)"),
+        ("FCD:pos-lower", "\"after using FCD, we observe that the intra-class similarities of "
+         "the student model are lower than the intra-class similarities of the teacher model a "
+         "lot\"", f"{PAPER_SOURCE}, abstract"),
+        ("ICD:pos-higher", "ICD (the similarity distribution consistency loss over feature "
+         "banks) is introduced \"to improve the intra-class compactness of the student model\"",
+         f"{PAPER_SOURCE}, abstract"),
+        ("ICD:pos-closer", "the SDC loss makes the student's similarity distribution of "
+         "positive pairs consistent with the teacher's (\"we estimate the probability "
+         "distributions of the teacher and student models and introduce the Similarity "
+         "Distribution Consistency (SDC) loss\")", f"{PAPER_SOURCE}, abstract"),
+        ("ICD:TAR", "ICD-Face beats earlier FR distillation (FCD) on IJB-B and IJB-C "
+         "(verification TAR at low FAR) and MegaFace; ResNet-50 teacher, MobileNetV2 student",
+         f"{PAPER_SOURCE}, experiments (no numbers available to us)"),
+    ]
+    return pd.DataFrame(rows, columns=["id", "paper says", "where"])
+
+
+def register_claims() -> ClaimSet:
+    """The paper's observation and its fix (PAPERS.md, 04 ICD-Face), as checkable claims."""
+    delta = EQUIVALENCE_MARGIN
+    observation = f"{PAPER_SOURCE}: the FCD observation (abstract, motivation)"
+    fix = f"{PAPER_SOURCE}: ICD (abstract, experiments)"
+    claims = ClaimSet()
+    claims.add(Claim("FCD:neg-match", "Under FCD the student's negative-pair similarities match "
+                     f"the teacher's: mean within ±{delta:g} (equivalence)", observation,
+                     f"|mean negative similarity FCD − teacher| − {delta:g}", "less"))
+    claims.add(Claim("FCD:pos-lower", "Under FCD the student's positive-pair similarities are "
+                     f"clearly lower than the teacher's: mean lower by more than {delta:g}",
+                     observation, f"mean positive similarity FCD − teacher + {delta:g}",
+                     "less"))
+    claims.add(Claim("ICD:pos-higher", "Adding ICD raises the student's positive-pair "
+                     "similarities over FCD alone", fix,
+                     "mean positive similarity FCD+ICD − FCD", "greater"))
+    claims.add(Claim("ICD:pos-closer", "Adding ICD moves the student's positive-pair "
+                     "similarities toward the teacher's: FCD+ICD's mean is closer to the "
+                     "teacher's than FCD's", fix,
+                     "|mean pos FCD+ICD − teacher| − |mean pos FCD − teacher|", "less"))
+    claims.add(Claim("ICD:TAR", f"FCD+ICD improves TAR at FAR={LOW_FAR:g} over FCD alone",
+                     fix, f"TAR@{LOW_FAR:g} FCD+ICD − FCD", "greater"))
+    return claims
+
+
+def evaluate_claims(claims: ClaimSet, evaluations: Mapping[str, Evaluation], n_boot: int,
+                    assess: bool, seed: int = 0, protocol: str = CLAIM_PROTOCOL
+                    ) -> pd.DataFrame:
+    """Evidence for every registered claim, from paired bootstraps over the protocol's pairs
+    (stratified by class for the mean similarities, :func:`stratified_mean_bootstrap`)."""
+    missing = [name for name in METHODS if name not in evaluations]
+    if missing:
+        raise ConfigError(f"the claims need evaluations of {', '.join(METHODS)}; missing "
+                          f"{', '.join(missing)}")
+    ev, delta = evaluations, EQUIVALENCE_MARGIN
+    where = f"{protocol} pairs"
+    issame = ev[TEACHER].issame[protocol]
+    sampled = {kind: min(int(count), MAX_BOOTSTRAP_PAIRS)
+               for kind, count in ((True, issame.sum()), (False, (~issame).sum()))}
+
+    def means(a: str, b: str, positive: bool) -> BootstrapResult:
+        return stratified_mean_bootstrap(ev[a], ev[b], protocol, positive, n_boot, seed)
+
+    negatives = means(FCD, TEACHER, positive=False)
+    claims.evaluate("FCD:neg-match", {**equivalence_evidence(
+        negatives, delta, f"|mean negative similarity FCD − teacher| − {delta:g} on {where} "
+        f"(Δ = {negatives.effect:+.4f}, 95% CI [{negatives.ci_low:+.4f}, "
+        f"{negatives.ci_high:+.4f}])"), "n": sampled[False]}, assess=assess)
+    positives = means(FCD, TEACHER, positive=True)
+    claims.evaluate("FCD:pos-lower", {**shifted_evidence(
+        positives, delta, f"mean positive similarity FCD − teacher + {delta:g} on {where}"),
+        "n": sampled[True]}, assess=assess)
+    raised = means(FCD_ICD, FCD, positive=True)
+    claims.evaluate("ICD:pos-higher", {**raised.to_dict(), "n": sampled[True], "compared":
+                    f"mean positive similarity FCD+ICD − FCD on {where}"}, assess=assess)
+    closer = closeness_bootstrap(ev[FCD_ICD], ev[FCD], ev[TEACHER], protocol, n_boot, seed)
+    claims.evaluate("ICD:pos-closer", {**closer.to_dict(), "n": sampled[True], "compared":
+                    f"|mean pos FCD+ICD − teacher| − |mean pos FCD − teacher| on {where}"},
+                    assess=assess)
+    tar = compare(ev[FCD_ICD], ev[FCD], protocol, f"tar@{LOW_FAR:g}", n_boot=n_boot, seed=seed)
+    claims.evaluate("ICD:TAR", {**tar.to_dict(), "n": int(issame.size), "compared":
+                    f"FCD+ICD − FCD, TAR@FAR={LOW_FAR:g} on {where}"}, assess=assess)
+    return claims.to_frame()
+
+
+def claims_beside_paper(claims_frame: pd.DataFrame) -> pd.DataFrame:
+    """The paper's words (:func:`paper_statements`) beside our verdict and effect."""
+    ours = claims_frame[["id", "status", "effect", "ci_low", "ci_high"]]
+    return paper_statements().merge(ours, on="id", how="left")
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def similarity_figure(evaluations: Mapping[str, Evaluation], protocol: str = CLAIM_PROTOCOL,
+                      methods: Sequence[str] = METHODS, margin: float = EQUIVALENCE_MARGIN
+                      ) -> Figure:
+    """The key figure: positive (solid) and negative (dashed) similarity densities of every
+    method on one set of axes, means as vertical lines; beside it, zoomed in, each method's
+    mean positive and mean negative similarity with the teacher's means ± the equivalence
+    margin shaded (where the claims call a mean equal to the teacher's)."""
+    fig, axes = plt.subplot_mosaic([["dist", "pos"], ["dist", "neg"]], figsize=(12.5, 4.8),
+                                   width_ratios=(2.3, 1))
+    data = {name: (evaluations[name].positives(protocol), evaluations[name].negatives(protocol))
+            for name in methods}
+    figs.plot_similarity_distributions(data, ax=axes["dist"], bins=90)
+    axes["dist"].set_title("Positive (solid) and negative (dashed) pairs; lines at the means")
+    rows = np.arange(len(methods))
+    for key, index, kind in (("pos", 0, "positive"), ("neg", 1, "negative")):
+        ax = axes[key]
+        means = np.array([float(np.mean(data[name][index])) for name in methods])
+        if TEACHER in data:
+            centre = float(np.mean(data[TEACHER][index]))
+            ax.axvspan(centre - margin, centre + margin, color="0.88", zorder=0)
+        for row, name, mean in zip(rows, methods, means):
+            ax.plot(mean, row, "o" if index == 0 else "s", color=figs.method_color(name),
+                    markersize=8)
+            ax.annotate(f"{mean:.3f}", (mean, row), xytext=(0, 7), textcoords="offset points",
+                        ha="center", fontsize=8)
+        ax.set_yticks(rows, methods)
+        ax.set_ylim(len(methods) - 0.4, -0.8)
+        ax.set_title(f"mean {kind} similarity (shaded: teacher's ± {margin:g})", fontsize=10)
+        ax.grid(axis="y", visible=False)
+    axes["neg"].set_xlabel("cosine similarity")
+    return fig
+
+
+def ablation_figure(table: pd.DataFrame) -> Figure:
+    """Mean positive similarity (bars: 95% interval of its change from the no-ICD reference) and
+    TAR@1e-4 against K (at the default σ) and against σ (at the default K), with the no-ICD
+    reference and the teacher as horizontal lines."""
+    variants = table[~table.variant.isin([NO_ICD, TEACHER])]
+    by_k = variants[variants["σ"] == ICD_BANDWIDTH].sort_values("K")
+    by_sigma = variants[variants.K == ICD_SLOTS].sort_values("σ")
+    references = table.set_index("variant")
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharey="row")
+    for row, metric in enumerate(("mean pos", "TAR@1e-4")):
+        for col, (frame, x, label) in enumerate(((by_k, "K", "bank slots per class K"),
+                                                 (by_sigma, "σ", "histogram bandwidth σ"))):
+            ax = axes[row, col]
+            xs = frame[x].to_numpy(dtype=float)
+            ys = frame[metric].to_numpy(dtype=float)
+            error = None
+            if metric == "mean pos" and NO_ICD in references.index:
+                # the bootstrap interval of the change from the reference, around the variant
+                base = float(references.loc[NO_ICD, metric])
+                error = [ys - (base + frame.ci_low.to_numpy(dtype=float)),
+                         base + frame.ci_high.to_numpy(dtype=float) - ys]
+            ax.errorbar(xs, ys, yerr=error, fmt="o-", capsize=3,
+                        color=figs.method_color("fcd+icd"), label="FCD+ICD (fine-tuned)")
+            for name, style in ((NO_ICD, "--"), (TEACHER, ":")):
+                if name in references.index:
+                    ax.axhline(references.loc[name, metric], linestyle=style,
+                               color=figs.method_color("fcd" if name == NO_ICD else "teacher"),
+                               label=f"{name}" + (" (fine-tuned FCD)" if name == NO_ICD else ""))
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            ax.minorticks_off()
+            ax.set(xlabel=label, ylabel=metric if col == 0 else None)
+    axes[0, 0].legend(loc="best", fontsize=8)
+    return fig
+
+
+def projection_rows(metadata: pd.DataFrame, identities: int = TSNE_IDENTITIES,
+                    max_points: int | None = None, seed: int = 0) -> np.ndarray:
+    """Rows of the test pool for a 2-D projection: every image of ``identities`` test
+    identities drawn with ``seed``, in pool order, at most ``max_points`` of them."""
+    labels = metadata["identity"].to_numpy()
+    unique = np.unique(labels)
+    chosen = np.random.default_rng(seed).choice(unique, size=min(identities, unique.size),
+                                                replace=False)
+    rows = np.flatnonzero(np.isin(labels, chosen))
+    return rows if max_points is None else rows[:max_points]
+
+
+def tsne_figure(evaluations: Mapping[str, Evaluation], metadata: pd.DataFrame,
+                methods: Sequence[str] = METHODS, max_points: int | None = None,
+                seed: int = 0) -> Figure:
+    """t-SNE of the same test images (a few unseen identities, one colour each) in every
+    method's embedding space: tighter same-colour groups are the intra-class compactness ICD
+    targets."""
+    rows = projection_rows(metadata, max_points=max_points, seed=seed)
+    labels = metadata["identity"].to_numpy()[rows]
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.4 * len(methods), 3.6))
+    for ax, name in zip(np.atleast_1d(axes), methods):
+        points = project(evaluations[name].embeddings["test"][rows], method="tsne",
+                         random_state=seed)
+        figs.plot_embedding_2d(points, labels, ax=ax, title=name)
+        ax.legend().remove()
+        ax.set(xticks=[], yticks=[])
+    return fig
+
+
+__all__ = [
+    "ABLATION_EPOCHS", "BANDWIDTHS", "BANK_SIZES", "EQUIVALENCE_MARGIN", "FCD", "FCD_ICD",
+    "LOW_FAR", "METHODS", "NO_ICD", "STUDENT", "STUDENT_BACKBONE", "TEACHER",
+    "ablation_figure", "ablation_grid", "ablation_label", "ablation_specs", "ablation_table",
+    "ablation_train_overrides", "bank_memory", "claims_beside_paper", "closeness_bootstrap",
+    "equivalence_evidence", "evaluate_all", "evaluate_claims", "fcd_loss", "icd_loss",
+    "method_specs", "model_sizes", "paper_statements", "projection_rows", "register_claims",
+    "shifted_evidence", "similarity_figure", "similarity_table", "stratified_mean_bootstrap",
+    "stratum_rows", "student_spec", "tar_table", "train", "tsne_figure",
+]
