@@ -1,10 +1,11 @@
 """SynthFace rendering speed (no cache) at several resolutions.
 
-Prints images per second for the renderer alone (parameters sampled beforehand) and for a
-whole ``SynthFace`` dataset built without cache (sampling + rendering), with a fixed number of
-PyTorch threads. Target on a 2-core laptop CPU: >= 1000 images/s at 64 px (renderer).
+Prints images per second for the renderer alone (parameters sampled beforehand; one worker,
+then ``--threads`` workers kept across calls as a dataset build keeps them, and their ratio)
+and for a whole ``SynthFace`` dataset built without cache (sampling + rendering). Target on a
+2-core laptop CPU: >= 1000 images/s at 64 px (renderer).
 
-    python benchmarks/synthface_speed.py [--threads 2] [--images 1024] [--repeats 3]
+    python benchmarks/synthface_speed.py [--threads 2] [--images 2048] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _best_rate(run, count: int, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--difficulty", default="medium", choices=list(P.DIFFICULTIES))
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 112])
@@ -52,17 +53,26 @@ def main() -> None:
     identities, nuisances = _samples(args.images, args.difficulty)
     print(f"SynthFace rendering, {args.images} images, difficulty {args.difficulty}, "
           f"torch threads {torch.get_num_threads()}, best of {args.repeats}")
-    print(f"{'resolution':>10}  {'renderer img/s':>14}  {'dataset img/s':>13}")
+    print(f"{'resolution':>10}  {'1 worker img/s':>14}  {'renderer img/s':>14}  {'ratio':>5}  "
+          f"{'dataset img/s':>13}")
     for resolution in args.resolutions:
+        def render_all() -> None:
+            R.render(identities, nuisances, resolution)
+
+        torch.set_num_threads(1)
         R.render(identities[:64], nuisances[:64], resolution)  # warm-up
-        render_rate = _best_rate(lambda: R.render(identities, nuisances, resolution),
-                                 args.images, args.repeats)
+        single_rate = _best_rate(render_all, args.images, args.repeats)
+        torch.set_num_threads(args.threads)
+        with R.kept_workers():
+            R.render(identities, nuisances, resolution)  # warm-up of the workers
+            render_rate = _best_rate(render_all, args.images, args.repeats)
         identities_needed = -(-args.images // IMAGES_PER_IDENTITY)
         dataset_rate = _best_rate(
             lambda: SynthFace("train", identities_needed, IMAGES_PER_IDENTITY, resolution,
                               difficulty=args.difficulty, use_cache=False).images_u8(),
             identities_needed * IMAGES_PER_IDENTITY, args.repeats)
-        print(f"{resolution:>10}  {render_rate:>14.0f}  {dataset_rate:>13.0f}")
+        print(f"{resolution:>10}  {single_rate:>14.0f}  {render_rate:>14.0f}  "
+              f"{render_rate / single_rate:>5.2f}  {dataset_rate:>13.0f}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -49,7 +50,7 @@ def test_pixels_do_not_depend_on_batch_order_chunking_or_threads(resolution, ali
                         aligned, chunk_size=7)
     assert torch.equal(shuffled.images[np.argsort(order)], reference.images)
     torch.set_num_threads(2)
-    # Two worker threads, each rendering a chunk of 20...
+    # Two workers, each rendering a chunk of 20...
     two = R.render(ids, nus, resolution, aligned, chunk_size=40)
     assert torch.equal(two.images, reference.images)
     assert torch.get_num_threads() == 2  # the setting is restored
@@ -57,6 +58,26 @@ def test_pixels_do_not_depend_on_batch_order_chunking_or_threads(resolution, ali
     # grain, so single kernels are split across threads.
     intra = R._rasterise(R.build_scene(ids, nus, resolution, aligned))
     assert torch.equal(intra, reference.images)
+
+
+def test_worker_processes_and_threads_render_the_same_pixels(one_thread, monkeypatch):
+    keys = [(g, i) for g in range(6) for i in range(4)]
+    ids, nus = _samples(keys)
+    serial = R.render(ids, nus, 32, chunk_size=5).images
+    torch.set_num_threads(2)
+    with R.kept_workers():
+        count, pool = R._kept_pool
+        assert count == 2 and isinstance(pool, ProcessPoolExecutor)
+        first = R.render(ids, nus, 32, chunk_size=5).images
+        second = R.render(ids, nus, 32, chunk_size=5).images
+        assert R._kept_pool[1] is pool  # reused, not forked again
+    assert R._kept_pool is None
+    assert torch.equal(first, serial) and torch.equal(second, serial)
+    monkeypatch.setattr(R.sys, "platform", "darwin")  # no safe fork: threads
+    with R.kept_workers():
+        assert isinstance(R._kept_pool[1], ThreadPoolExecutor)
+        threaded = R.render(ids, nus, 32, chunk_size=5).images
+    assert torch.equal(threaded, serial)
 
 
 def test_large_images_do_not_depend_on_their_chunk(one_thread):

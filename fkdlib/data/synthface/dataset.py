@@ -8,7 +8,7 @@ draws a second disjoint set from a split (unlabelled data, distractors).
 
 ``metadata`` is computed from the first draws of each sample's random streams, without
 rendering. Pixels are rendered on first use (``images_u8()`` or indexing), all at once, in
-chunks (spread over ``torch.get_num_threads()`` worker threads), with a tqdm progress bar on
+chunks (spread over ``torch.get_num_threads()`` workers, forked processes on Linux), with a tqdm progress bar on
 a terminal. Call ``images_u8()`` before handing the
 dataset to a multi-worker ``DataLoader`` so that workers share the rendered arrays.
 
@@ -199,13 +199,14 @@ class SynthFace(torch.utils.data.Dataset):
 
     def _render_all(self) -> dict[str, np.ndarray]:
         n_img = self.images_per_identity
-        # Groups of several chunks: the renderer splits a group across its worker threads, and
-        # the progress bar moves once per group.
+        # Groups of several chunks: the renderer splits a group across its workers (kept for
+        # the whole build), and the progress bar moves once per group.
         group = R.default_chunk_size(self.resolution) * 4
         parts: dict[str, list[np.ndarray]] = {name: [] for name in ARRAY_NAMES}
         keys = [(label, i) for label in range(self.num_identities) for i in range(n_img)]
-        with tqdm(total=len(keys), desc=f"SynthFace {self.split} {self.resolution}px",
-                  unit="img", disable=None) as bar:
+        with R.kept_workers(), tqdm(total=len(keys),
+                                    desc=f"SynthFace {self.split} {self.resolution}px",
+                                    unit="img", disable=None) as bar:
             for start in range(0, len(keys), group):
                 batch = keys[start:start + group]
                 ids, nuisances = [], []
