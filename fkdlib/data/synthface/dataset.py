@@ -9,7 +9,8 @@ draws a second disjoint set from a split (unlabelled data, distractors).
 ``metadata`` is computed from the first draws of each sample's random streams, without
 rendering. Pixels are rendered on first use (``images_u8()`` or indexing), all at once, in
 chunks (spread over ``torch.get_num_threads()`` workers, forked processes on Linux), with a
-tqdm progress bar on a terminal. Call ``images_u8()`` before handing the dataset to a multi-worker ``DataLoader`` so that workers share the rendered arrays.
+tqdm progress bar on a terminal. Call ``images_u8()`` before handing the dataset to a
+multi-worker ``DataLoader`` so that workers share the rendered arrays.
 
 Cache format
 ------------
