@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics.pairwise import cosine_similarity
 
 from fkdlib.errors import ConfigError, DataFormatError
+from fkdlib.evaluation import similarity as S
 from fkdlib.evaluation.similarity import (
     best_threshold_accuracy,
     d_prime,
@@ -193,6 +194,64 @@ def test_undefined_resamples_are_counted_out():
     result = paired_bootstrap(functools.partial(tar_at_far, far=0.05), scores, scores + 0.01,
                               labels, n_boot=100)
     assert 0 < result.n_valid < 100
+
+
+def long_pair_list(seed=0, positives=600, negatives=30_000, rounding=3):
+    """An all-pairs-like list: few positives, many negatives, B a noisy copy of A (ties from
+    the rounding exercise the tie rule)."""
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.ones(positives, bool), np.zeros(negatives, bool)]
+    a = np.where(labels, rng.normal(0.5, 0.2, labels.size), rng.normal(0.0, 0.2, labels.size))
+    b = a + rng.normal(0.0, 0.08, labels.size)
+    return np.round(a, rounding), np.round(b, rounding), labels
+
+
+def test_tar_tail_resamples_equal_tar_on_the_completed_resample():
+    # Each hierarchically drawn resample, completed pair by pair, scores exactly as
+    # tar_at_far on its full counts.
+    a, b, labels = long_pair_list()
+    far = 1e-2
+    tail = S._tar_tail(a, b, labels, far)
+    assert tail is not None and tail.pairs.size < (~labels).sum() / 10
+    rng = np.random.default_rng(3)
+    positives = np.flatnonzero(labels)
+    pooled = np.setdiff1d(np.flatnonzero(~labels), tail.pairs)
+    n = labels.size
+    full = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(40)])
+    allowed = np.floor(far * full[:, ~labels].sum(axis=1) + 1e-9)
+    for scores, own in ((a, tail.own_a), (b, tail.own_b)):
+        value, unresolved = S._tail_tar(scores, positives, tail.pairs, own, full[:, positives],
+                                        full[:, tail.pairs], allowed)
+        assert not unresolved.any()
+        np.testing.assert_array_equal(value, tar_at_far(scores, labels, full, far=far))
+    # Every negative outside a method's own tail scores strictly below all of that tail.
+    outside_a = np.setdiff1d(np.flatnonzero(~labels), tail.pairs[tail.own_a])
+    assert a[outside_a].max() < a[tail.pairs[tail.own_a]].min()
+    assert pooled.size + tail.pairs.size == (~labels).sum()
+
+
+@pytest.mark.parametrize("tiny_tail", [False, True])
+def test_tar_tail_bootstrap_matches_the_plain_bootstrap(tiny_tail, monkeypatch):
+    a, b, labels = long_pair_list(seed=5, positives=300, negatives=12_000)
+    fast_metric = functools.partial(tar_at_far, far=1e-2)
+    if tiny_tail:
+        # Tails of a few pairs: nearly every resample is completed pair by pair.
+        monkeypatch.setattr(S, "TAIL_FACTOR", 0)
+        monkeypatch.setattr(S, "TAIL_EXTRA", 3)
+    plain_metric = lambda s, y, w=None: tar_at_far(s, y, w, far=1e-2)  # noqa: E731
+    fast = paired_bootstrap(fast_metric, a, b, labels, n_boot=2000, seed=1)
+    plain = paired_bootstrap(plain_metric, a, b, labels, n_boot=2000, seed=2)
+    assert fast.effect == plain.effect
+    assert fast.n_valid == plain.n_valid == 2000
+    width = plain.ci_high - plain.ci_low
+    assert width > 0
+    assert abs(fast.ci_low - plain.ci_low) < 0.15 * width
+    assert abs(fast.ci_high - plain.ci_high) < 0.15 * width
+
+
+def test_tar_tail_is_skipped_when_negatives_are_few():
+    scores, labels = scored_pairs(n=300)
+    assert S._tar_tail(scores, scores + 0.01, labels, 1e-2) is None
 
 
 def test_seed_bootstrap_paired_and_unpaired():

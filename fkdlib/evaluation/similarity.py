@@ -19,10 +19,18 @@ seconds.
 The helpers here follow that contract: :func:`best_threshold_accuracy`, :func:`tar_at_far`
 (bind ``far`` with :func:`functools.partial`), :func:`roc_auc`,
 :func:`mean_positive_similarity`, :func:`mean_negative_similarity` and :func:`d_prime`.
+
+TAR at a low FAR on a long all-pairs list (IJB-like: 10^5-10^6 negatives) depends on the
+negatives only through the few that score highest, so :func:`paired_bootstrap` draws it
+hierarchically (:func:`_tar_tail_bootstrap`): each positive and each negative of either
+method's top tail gets its own count, all other negatives one pooled count, which is the same
+multinomial resample at a fraction of the cost; the rare resample whose threshold falls below
+the tail is completed pair by pair and scored in full, so the distribution stays exact.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -38,6 +46,11 @@ Metric = Callable[..., "np.ndarray | float"]
 _BLOCK_ELEMENTS = 1 << 22
 # Slack for float rounding when turning ``far * num_negatives`` into an integer count.
 _COUNT_EPS = 1e-9
+# TAR@FAR bootstraps keep individual counts for the top TAIL_FACTOR * (k + 1) + TAIL_EXTRA
+# negatives of each method (k negatives may pass the threshold): a resample draws about as many
+# of them, so fewer than k + 1 (the rare case completed pair by pair) is many sigmas away.
+TAIL_FACTOR = 2
+TAIL_EXTRA = 64
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -457,7 +470,8 @@ def paired_bootstrap(
     interval (percentile) and p-value rules.
 
     Args:
-        metric: e.g. :func:`roc_auc` or ``functools.partial(tar_at_far, far=1e-3)``.
+        metric: e.g. :func:`roc_auc` or ``functools.partial(tar_at_far, far=1e-3)`` (the
+            latter drawn hierarchically when the negatives are many, see the module docstring).
         scores_a, scores_b: ``(n,)`` similarity of each pair under methods A and B.
         labels: ``(n,)`` bool, True for same-identity pairs (shared by both methods).
         n_boot: number of resamples.
@@ -470,6 +484,14 @@ def paired_bootstrap(
     if a.size != b.size:
         raise DataFormatError(f"paired_bootstrap: the methods score {a.size} and {b.size} "
                               "pairs; a paired comparison needs the same pairs")
+    far = _bound_far(metric)
+    if far is not None:
+        tail = _tar_tail(a, b, y, far)
+        if tail is not None:
+            effect = float(metric(a, y)) - float(metric(b, y))
+            differences = _tar_tail_bootstrap(a, b, y, far, tail, n_boot,
+                                              np.random.default_rng(seed))
+            return _summarise(effect, differences, n_boot, ci)
     # Resampling with replacement does not depend on how the pairs are numbered, so number
     # them in A's score order: ranking metrics then need no per-resample reordering for A.
     order = np.argsort(a, kind="stable")
@@ -489,6 +511,137 @@ def paired_bootstrap(
         counts = counts.astype(np.int32 if n < 2**31 else np.int64)
         differences.append(np.asarray(metric(a, y, counts)) - np.asarray(metric(b, y, counts)))
     return _summarise(effect, np.concatenate(differences), n_boot, ci)
+
+
+def _bound_far(metric: Metric) -> float | None:
+    """``far`` when ``metric`` is exactly ``functools.partial(tar_at_far, far=...)``."""
+    if (isinstance(metric, functools.partial) and metric.func is tar_at_far
+            and not metric.args and set(metric.keywords) == {"far"}):
+        return float(metric.keywords["far"])
+    return None
+
+
+def _top(scores: np.ndarray, size: int) -> np.ndarray:
+    """Indices of the ``size`` highest scores, highest first, extended through ties with the
+    lowest of them, so every score left out is strictly lower than every score kept."""
+    order = np.argsort(-scores, kind="stable")
+    cut = scores[order[size - 1]]
+    return order[:size + int(np.count_nonzero(scores[order[size:]] == cut))]
+
+
+@dataclass
+class _Tail:
+    """The negatives a TAR@FAR resample needs counts for.
+
+    Attributes:
+        pairs: pair indices of the union of both methods' top tails.
+        own_a, own_b: positions in ``pairs`` of each method's own top tail, highest score
+            first; every other negative scores strictly lower under that method.
+    """
+
+    pairs: np.ndarray
+    own_a: np.ndarray
+    own_b: np.ndarray
+
+
+def _tar_tail(a: np.ndarray, b: np.ndarray, y: np.ndarray, far: float) -> _Tail | None:
+    """Both methods' top tails of negatives; None when they are not much fewer than all
+    negatives (the plain resample is then as cheap)."""
+    negatives = np.flatnonzero(~y)
+    size = TAIL_FACTOR * (math.floor(far * negatives.size + _COUNT_EPS) + 1) + TAIL_EXTRA
+    if 4 * size > negatives.size:
+        return None
+    top_a = negatives[_top(a[negatives], size)]
+    top_b = negatives[_top(b[negatives], size)]
+    pairs = np.union1d(top_a, top_b)
+    if 2 * pairs.size > negatives.size:
+        return None
+    return _Tail(pairs, np.searchsorted(pairs, top_a), np.searchsorted(pairs, top_b))
+
+
+def _tail_tar(scores: np.ndarray, positives: np.ndarray, tail: np.ndarray, own: np.ndarray,
+              positive_counts: np.ndarray, tail_counts: np.ndarray, allowed: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """TAR of each resample from the counts of the positives and of the tail negatives.
+
+    The threshold is the (allowed + 1)-th highest resampled negative. All negatives outside
+    this method's own tail ``own`` score strictly below it, so the threshold lies in it when
+    the tail holds at least allowed + 1 draws; the other resamples come back unresolved (NaN
+    here, True in the second array).
+    """
+    cumulative = np.cumsum(tail_counts[:, own], axis=1)
+    position = (cumulative < (allowed + 1)[:, None]).sum(axis=1)
+    unresolved = position >= own.size
+    threshold = scores[tail[own]][np.minimum(position, own.size - 1)]
+    order = np.argsort(scores[positives], kind="stable")
+    below = _padded_cumsum(positive_counts[:, order])
+    index = np.searchsorted(scores[positives][order], threshold, side="right")
+    num_pos = below[:, -1]
+    accepted = num_pos - np.take_along_axis(below, index[:, None], axis=1)[:, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = np.where((allowed >= 1) & (num_pos > 0) & ~unresolved, accepted / num_pos,
+                         np.nan)
+    return value, unresolved
+
+
+def _completed_tar_difference(a: np.ndarray, b: np.ndarray, y: np.ndarray, far: float,
+                              positives: np.ndarray, tail: np.ndarray, pooled: np.ndarray,
+                              positive_counts: np.ndarray, tail_counts: np.ndarray,
+                              pooled_counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """TAR(A) - TAR(B) of resamples whose pooled draws are first spread over their negatives."""
+    rows = pooled_counts.size
+    full = np.zeros((rows, y.size), dtype=np.int32)
+    full[:, positives] = positive_counts
+    full[:, tail] = tail_counts
+    spread = rng.integers(0, pooled.size, size=int(pooled_counts.sum()))
+    spread += np.repeat(np.arange(rows) * pooled.size, pooled_counts)
+    full[:, pooled] = np.bincount(spread, minlength=rows * pooled.size).reshape(rows,
+                                                                                pooled.size)
+    return tar_at_far(a, y, full, far=far) - tar_at_far(b, y, full, far=far)
+
+
+def _tar_tail_bootstrap(a: np.ndarray, b: np.ndarray, y: np.ndarray, far: float, tail: _Tail,
+                        n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """TAR@FAR(A) - TAR@FAR(B) over ``n_boot`` resamples of the pairs, drawn hierarchically.
+
+    A resample of ``n`` pairs with replacement is a multinomial over the pairs. Drawn as the
+    number of draws that hit the positives and tail negatives (binomial), spread uniformly
+    over them, the rest pooled, it is the same multinomial; the pooled draws are spread over
+    their negatives (uniformly, the exact conditional law) only for the rare resample whose
+    threshold falls outside a tail.
+    """
+    n = y.size
+    positives = np.flatnonzero(y)
+    pooled = np.setdiff1d(np.flatnonzero(~y), tail.pairs, assume_unique=True)
+    individual = positives.size + tail.pairs.size
+    rows_per_block = max(1, _BLOCK_ELEMENTS // individual)
+    differences = []
+    for start in range(0, n_boot, rows_per_block):
+        rows = min(rows_per_block, n_boot - start)
+        # How many of the n draws hit an individually counted pair, then which ones.
+        hits = rng.binomial(n, individual / n, size=rows)
+        draws = rng.integers(0, individual, size=int(hits.sum()))
+        draws += np.repeat(np.arange(rows) * individual, hits)
+        counts = np.bincount(draws, minlength=rows * individual).reshape(rows, individual)
+        pooled_counts = n - hits
+        positive_counts = counts[:, :positives.size]
+        tail_counts = counts[:, positives.size:]
+        num_neg = tail_counts.sum(axis=1) + pooled_counts
+        allowed = np.floor(far * num_neg + _COUNT_EPS)
+        tar_a, open_a = _tail_tar(a, positives, tail.pairs, tail.own_a, positive_counts,
+                                  tail_counts, allowed)
+        tar_b, open_b = _tail_tar(b, positives, tail.pairs, tail.own_b, positive_counts,
+                                  tail_counts, allowed)
+        difference = tar_a - tar_b
+        unresolved = np.flatnonzero(open_a | open_b)
+        rows_completed_at_once = max(1, _BLOCK_ELEMENTS // n)
+        for first in range(0, unresolved.size, rows_completed_at_once):
+            part = unresolved[first:first + rows_completed_at_once]
+            difference[part] = _completed_tar_difference(
+                a, b, y, far, positives, tail.pairs, pooled, positive_counts[part],
+                tail_counts[part], pooled_counts[part], rng)
+        differences.append(difference)
+    return np.concatenate(differences)
 
 
 def seed_bootstrap(
