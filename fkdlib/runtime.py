@@ -91,11 +91,19 @@ def _git(*args: str, cwd: Path) -> str | None:
     return out.stdout.strip()
 
 
+# Outputs that a reproduction rewrites while it runs: changes there do not make code dirty.
+OUTPUT_DIRS = ("results", "figures")
+
+
 def git_state(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Commit sha and dirty flag of the repository holding ``path`` (default: this package)."""
+    """Commit sha and dirty flag of the repository holding ``path`` (default: this package).
+
+    Dirty means tracked files differ from the commit outside :data:`OUTPUT_DIRS`."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     sha = _git("rev-parse", "HEAD", cwd=where)
-    status = _git("status", "--porcelain", "--untracked-files=no", cwd=where)
+    outputs = [f":(top,exclude){name}" for name in OUTPUT_DIRS]
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", *outputs,
+                  cwd=where)
     return {"git_sha": sha, "git_dirty": bool(status) if status is not None else None}
 
 

@@ -1,4 +1,5 @@
 import random
+import subprocess
 
 import numpy as np
 import pytest
@@ -61,6 +62,26 @@ def test_provenance_records_code_packages_and_device():
     # this test runs inside the repository, so the sha is a 40-hex string
     if record["git_sha"] is not None:
         assert len(record["git_sha"]) == 40
+
+
+def test_git_dirty_ignores_reproduction_outputs(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for name in ("code.py", "results/table.csv", "figures/plot.svg"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("v1")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sub = tmp_path / "results"
+    assert runtime.git_state(sub)["git_dirty"] is False
+    (tmp_path / "results/table.csv").write_text("v2")
+    (tmp_path / "figures/plot.svg").unlink()
+    assert runtime.git_state(sub)["git_dirty"] is False  # outputs rewritten by a run
+    (tmp_path / "code.py").write_text("v2")
+    state = runtime.git_state(sub)
+    assert state["git_dirty"] is True and len(state["git_sha"]) == 40
 
 
 def test_determinism_flag_is_set():
