@@ -54,6 +54,22 @@ def test_backbone_specs_share_the_teacher_and_its_recipe(bench):
     assert len({spec.key for spec in specs.values()}) == len(specs)
 
 
+def test_default_profile_trains_backbones_for_a_third_of_the_teachers_epochs():
+    bench = face_benchmark(get_profile("default"))
+    teacher = teacher_spec(bench)
+    specs = exp.backbone_specs(bench)
+    assert teacher.train["epochs"] == 12
+    assert exp.backbone_epochs(bench.profile) == 4 and exp.recursive_epochs(bench.profile) == 2
+    for spec in specs.values():
+        assert spec.train == {**teacher.train, "epochs": 4}
+    # IResNet-50 is trained like the other backbones, apart from the full-schedule teacher.
+    assert specs[exp.TEACHER].key != teacher.key
+    assert specs[exp.TEACHER].replace(train=teacher.train).key == teacher.key
+    distilled = exp.distillation_specs(bench)
+    assert [spec.train["epochs"] for spec in distilled] == [4, 2, 2]
+    assert distilled[0].method_kwargs["teacher"] == teacher.to_dict()
+
+
 def test_distillation_specs_chain_the_generations(bench):
     specs = exp.distillation_specs(bench)
     teacher = teacher_spec(bench)
@@ -161,9 +177,14 @@ def test_efficiency_table_maps_latency_to_rows(bench, monkeypatch):
         exp.MOBILE].backbone_kwargs["width"]
 
 
-def test_recursive_epochs_are_half_the_profiles_and_at_least_one():
-    assert exp.recursive_epochs(get_profile("default", epochs=12)) == 6
-    assert exp.recursive_epochs(get_profile("default", epochs=5)) == 3  # halves round up
+def test_generation_epochs_round_half_up_and_are_at_least_one():
+    # default: a third of the profile's epochs for generation 0, half of that after
+    assert exp.backbone_epochs(get_profile("default", epochs=12)) == 4
+    assert exp.recursive_epochs(get_profile("default", epochs=12)) == 2
+    assert exp.backbone_epochs(get_profile("default", epochs=15)) == 5
+    assert exp.recursive_epochs(get_profile("default", epochs=15)) == 3  # halves round up
+    assert exp.backbone_epochs(get_profile("paper", epochs=10)) == 10
+    assert exp.recursive_epochs(get_profile("paper", epochs=10)) == 5
     assert exp.recursive_epochs(get_profile("smoke", epochs=1)) == 1
 
 
@@ -202,7 +223,8 @@ def fake_evaluation(name: str, quality: float, seed: int = 0, test_embeddings=No
 
 
 QUALITY = {"IResNet-18": 0.7, "IResNet-34": 0.75, exp.TEACHER: 0.9, exp.MOBILE: 0.2,
-           exp.STUDENT: 0.5, exp.DEPTHWISE: 0.3, GEN[0]: 0.65, GEN[1]: 0.8, GEN[2]: 0.8}
+           exp.STUDENT: 0.5, exp.DEPTHWISE: 0.3, GEN[0]: 0.65, GEN[1]: 0.8, GEN[2]: 0.8,
+           exp.DISTILLATION_TEACHER: 0.95}
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +241,7 @@ def complexity_frame() -> pd.DataFrame:
 
 def test_teacher_headroom_is_the_accuracy_difference(evaluations):
     table = exp.teacher_headroom(evaluations, students=[exp.STUDENT, "IResNet-34"])
-    teacher = 100 * evaluations[exp.TEACHER].verification["lfw"].accuracy_mean
+    teacher = 100 * evaluations[exp.DISTILLATION_TEACHER].verification["lfw"].accuracy_mean
     for _, row in table.iterrows():
         student = 100 * evaluations[row.student].verification["lfw"].accuracy_mean
         assert row["headroom (points)"] == pytest.approx(teacher - student)
@@ -229,7 +251,8 @@ def test_teacher_headroom_is_the_accuracy_difference(evaluations):
 
 def test_teacher_agreement_is_the_mean_cosine():
     reference = np.eye(3)
-    evals = {exp.TEACHER: fake_evaluation(exp.TEACHER, 0.9, test_embeddings=reference),
+    evals = {exp.DISTILLATION_TEACHER: fake_evaluation("teacher", 0.9,
+                                                       test_embeddings=reference),
              "same": fake_evaluation("same", 0.5, test_embeddings=reference),
              "flipped": fake_evaluation("flipped", 0.5, test_embeddings=-reference),
              "half": fake_evaluation("half", 0.5, test_embeddings=np.array(
@@ -243,7 +266,7 @@ def test_teacher_agreement_is_the_mean_cosine():
 
 def test_generation_and_official_tables(evaluations):
     table = exp.generation_table(evaluations)
-    assert list(table.model) == [exp.TEACHER, exp.STUDENT, *GEN]
+    assert list(table.model) == [exp.DISTILLATION_TEACHER, exp.STUDENT, *GEN]
     assert table.generation.tolist()[2:] == [0, 1, 2] and table.generation.isna().sum() == 2
     assert table.set_index("model").loc[GEN[1], "LFW-like acc"] == pytest.approx(
         100 * evaluations[GEN[1]].verification["lfw"].accuracy_mean)
@@ -262,6 +285,7 @@ def test_accuracy_vs_cost_prices_distilled_models_as_vargfacenet(evaluations):
     table = exp.accuracy_vs_cost(evaluations, complexity_frame()).set_index("model")
     assert (table.loc[GEN, exp.FLOPS_COL] == 5.6).all()
     assert table.loc[exp.TEACHER, exp.PARAMS_COL] == 0.52
+    assert table.loc[exp.DISTILLATION_TEACHER, exp.PARAMS_COL] == 0.52  # an IResNet-50
     assert table.loc[exp.MOBILE, "IJB-like TAR@0.001"] == evaluations[exp.MOBILE].tar["ijb"][1e-3]
 
 

@@ -26,13 +26,15 @@ def test_notebook_02_runs_on_the_smoke_profile(tmp_path):
     assert exact.effect < 0 and exact.ci_low == exact.ci_high == exact.effect
 
     verification = pd.read_csv(results / "verification.csv")
-    assert list(verification.model) == ["IResNet-18", "IResNet-34", "IResNet-50",
+    assert list(verification.model) == ["Teacher (IResNet-50)", "IResNet-18", "IResNet-34",
+                                        "IResNet-50",
                                         "MobileFaceNet", "VarGFaceNet", "VarGFaceNet (S=1)"]
     assert verification["LFW-like acc"].between(0, 100).all()
 
     generations = pd.read_csv(results / "generations.csv")
     assert generations.generation.dropna().tolist() == [0, 1, 2]
-    teacher = generations.set_index("model").loc["IResNet-50", "cosine to IResNet-50"]
+    teacher = generations.set_index("model").loc["Teacher (IResNet-50)",
+                                                 "cosine to Teacher (IResNet-50)"]
     assert teacher == pytest.approx(1.0)
 
     official = pd.read_csv(results / "official_comparison.csv")

@@ -10,20 +10,25 @@ Three experiments, each a set of pure functions the notebook calls and the tests
    multiply-add as two FLOPs, insightface's IResNet "GFLOPs" are multiply-adds; every column
    here says which one it holds.
 2. **Accuracy vs cost**: the same backbones trained with one recipe (the shared teacher's
-   ArcFace head and the profile's schedule) on the benchmark's training data.
-3. **Angular distillation** (Eq. 5-7: ``L = L_ArcFace + α·L_a``, α = 7) from the shared
-   IResNet-50 teacher (:func:`~fkdlib.experiments.common.teacher_spec`), and **recursive
-   distillation** (Sec. 3.3, Fig. 2): generation k + 1 starts from generation k's weights,
-   generations 0, 1, 2 as in the official results.
+   margin head and learning-rate schedule, for :func:`backbone_epochs`) on the benchmark's
+   training data.
+3. **Angular distillation** (Eq. 5-7: ``L = L_margin + α·L_a``, α = 7) from the shared
+   IResNet-50 teacher (:func:`~fkdlib.experiments.common.teacher_spec`, trained for the
+   profile's full epochs and cached for notebooks 02-04), and **recursive distillation**
+   (Sec. 3.3, Fig. 2): generation k + 1 starts from generation k's weights, generations 0, 1,
+   2 as in the official results.
 
 Choices of ours (not published): MobileFaceNet is compared "at similar cost" by giving it the
 width whose multiply-adds at the profile's scale are closest to VarGFaceNet's
 (:func:`cost_matched_width`): channel counts round to multiples of 8, so a common width
 multiplier leaves a thin MobileFaceNet at a third of VarGFaceNet's cost, whereas the published
 networks cost 0.44 and 0.51 GMACs. Generations k >= 1 are fine-tuned from generation k - 1
-for half the profile's epochs (:func:`recursive_epochs`). The paper also re-trains the teacher
-from its previous generation; we keep the shared teacher fixed (re-training it would train the
-slowest network twice more).
+for half of generation 0's epochs (:func:`recursive_epochs`). The paper also re-trains the
+teacher from its previous generation; we keep the shared teacher fixed (re-training it would
+train the slowest network twice more). At the ``default`` profile the backbones and students
+train for a third of the profile's epochs (:data:`EPOCH_FRACTION`), so that the notebook's nine
+trainings fit its ten minutes on a 2-core CPU; the teacher keeps the full schedule, which also
+gives it the headroom distillation needs (:data:`MIN_TEACHER_HEADROOM`).
 """
 
 from __future__ import annotations
@@ -54,10 +59,13 @@ from .common import (PROTOCOL_LABELS, Evaluation, FaceBenchmark, compare, evalua
                      teacher_spec, training_spec)
 
 TEACHER = "IResNet-50"
+# The shared distillation teacher: an IResNet-50 too, trained for the profile's full epochs.
+DISTILLATION_TEACHER = "Teacher (IResNet-50)"
 STUDENT = "VarGFaceNet"
 DEPTHWISE = "VarGFaceNet (S=1)"
 MOBILE = "MobileFaceNet"
-# Label -> registered model. IResNet-50 is the shared teacher (common.teacher_spec).
+# Label -> registered model, all trained with one recipe (IResNet-50 is also the latency
+# reference).
 BACKBONES: dict[str, str] = {
     "IResNet-18": "iresnet18",
     "IResNet-34": "iresnet34",
@@ -67,7 +75,10 @@ BACKBONES: dict[str, str] = {
     DEPTHWISE: "vargfacenet_dw",
 }
 GENERATIONS = 2
-# Share of the profile's epochs that each recursive generation (k >= 1) trains for.
+# Share of the profile's epochs that the backbones and generation 0 train for, per profile
+# (1 where not listed): see the module docstring.
+EPOCH_FRACTION = {"default": 1 / 3}
+# Share of generation 0's epochs that each recursive generation (k >= 1) trains for.
 RECURSIVE_EPOCH_FRACTION = 0.5
 PUBLISHED_INPUT_SIZE = 112
 PUBLISHED_EMBEDDING_SIZE = 512
@@ -100,8 +111,9 @@ OFFICIAL_TAR = "DeepGlint-light TPR@FPR=1e-8"
 
 # One colour per model in every figure (Okabe-Ito; the distilled generations in darkening
 # shades of the "ours" vermilion).
-MODEL_COLORS = {"IResNet-18": "#56B4E9", "IResNet-34": "#0072B2", TEACHER: "#000000",
-                MOBILE: "#E69F00", STUDENT: "#7F7F7F", DEPTHWISE: "#CC79A7"}
+MODEL_COLORS = {"IResNet-18": "#56B4E9", "IResNet-34": "#0072B2", TEACHER: "#009E73",
+                DISTILLATION_TEACHER: "#000000", MOBILE: "#E69F00", STUDENT: "#7F7F7F",
+                DEPTHWISE: "#CC79A7"}
 GENERATION_COLORS = ("#D55E00", "#9C4100", "#5E2700")
 
 PARAMS_COL = "params (M)"
@@ -169,17 +181,30 @@ def _student_kwargs(bench: FaceBenchmark) -> dict:
     return {"embedding_size": teacher_spec(bench).backbone_kwargs["embedding_size"]}
 
 
-def backbone_specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
-    """One spec per backbone of :data:`BACKBONES`, all with the teacher's head and recipe.
+def backbone_epochs(profile: Profile) -> int:
+    """Epochs of the backbones and of distilled generation 0: :data:`EPOCH_FRACTION` of the
+    profile's, rounded half up, at least 1."""
+    fraction = EPOCH_FRACTION.get(profile.name, 1.0)
+    return max(1, math.floor(fraction * profile.epochs + 0.5))
 
-    IResNet-50 *is* the shared teacher (same spec, same cache entry); MobileFaceNet gets the
-    cost-matched width (module docstring); the others the profile's width.
+
+def backbone_specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
+    """One spec per backbone of :data:`BACKBONES`, all with the teacher's head and recipe for
+    :func:`backbone_epochs`.
+
+    Where that is the profile's full schedule, IResNet-50's spec *is* the shared teacher's
+    (same cache entry). MobileFaceNet gets the cost-matched width (module docstring); the
+    others the profile's width.
     """
     teacher = teacher_spec(bench)
+    epochs = {"epochs": backbone_epochs(bench.profile)}
     specs: dict[str, ModelSpec] = {}
     for label, model in BACKBONES.items():
         if label == TEACHER:
-            specs[label] = teacher
+            specs[label] = teacher.replace(name=f"02_vargfacenet/{label}",
+                                           train={**teacher.train, **epochs})
+            if specs[label].train == teacher.train:
+                specs[label] = teacher
             continue
         kwargs = _student_kwargs(bench)
         if label == MOBILE:
@@ -188,29 +213,31 @@ def backbone_specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
                                                  profile.backbone_width,
                                                  kwargs["embedding_size"])
         specs[label] = training_spec(bench, model, teacher.head, head_kwargs=teacher.head_kwargs,
-                                     backbone_kwargs=kwargs, name=f"02_vargfacenet/{label}")
+                                     backbone_kwargs=kwargs, name=f"02_vargfacenet/{label}",
+                                     train_overrides=epochs)
     return specs
 
 
 def recursive_epochs(profile: Profile) -> int:
-    """Epochs of a recursive generation k >= 1: :data:`RECURSIVE_EPOCH_FRACTION` of the
-    profile's, rounded half up, at least 1. A generation starts from a trained network, so it
-    is fine-tuned with a shorter run of the same recipe (the learning rate restarts and decays
-    at the same fractions of training); the paper does not publish its per-generation
-    schedule."""
-    return max(1, math.floor(RECURSIVE_EPOCH_FRACTION * profile.epochs + 0.5))
+    """Epochs of a recursive generation k >= 1: :data:`RECURSIVE_EPOCH_FRACTION` of
+    generation 0's (:func:`backbone_epochs`), rounded half up, at least 1. A generation starts
+    from a trained network, so it is fine-tuned with a shorter run of the same recipe (the
+    learning rate restarts and decays at the same fractions of training); the paper does not
+    publish its per-generation schedule."""
+    return max(1, math.floor(RECURSIVE_EPOCH_FRACTION * backbone_epochs(profile) + 0.5))
 
 
 def distillation_specs(bench: FaceBenchmark, generations: int = GENERATIONS) -> list[ModelSpec]:
-    """VarGFaceNet trained with ArcFace + 7 · angular distillation from the shared teacher
-    (Eq. 7), then ``generations`` recursive generations, each initialised from the previous
-    student (:func:`fkdlib.distill.recursive.recursive_specs`) and trained for
+    """VarGFaceNet trained with the teacher's margin loss + 7 · angular distillation from the
+    shared teacher (Eq. 7) for :func:`backbone_epochs`, then ``generations`` recursive
+    generations, each initialised from the previous student
+    (:func:`fkdlib.distill.recursive.recursive_specs`) and trained for
     :func:`recursive_epochs`."""
     teacher = teacher_spec(bench)
     base = training_spec(
         bench, BACKBONES[STUDENT], teacher.head, head_kwargs=teacher.head_kwargs,
         backbone_kwargs=_student_kwargs(bench), name=f"02_vargfacenet/{STUDENT}-distilled",
-        method="distill",
+        train_overrides={"epochs": backbone_epochs(bench.profile)}, method="distill",
         method_kwargs={"teacher": teacher.to_dict(),
                        "losses": [{"name": "angular", "weight": ANGULAR_WEIGHT}],
                        "ce_weight": 1.0})
@@ -225,8 +252,9 @@ def distillation_specs(bench: FaceBenchmark, generations: int = GENERATIONS) -> 
 def train_backbones(bench: FaceBenchmark, device: str | torch.device = "cpu",
                     cache_dir=DEFAULT_CACHE_DIR, names: Sequence[str] | None = None,
                     log=print) -> dict[str, TrainedModel]:
-    """Train (or load from the model zoo) each backbone of :func:`backbone_specs`."""
-    specs = backbone_specs(bench)
+    """Train (or load from the model zoo) each backbone of :func:`backbone_specs`, and the
+    shared distillation teacher as :data:`DISTILLATION_TEACHER`."""
+    specs = {DISTILLATION_TEACHER: teacher_spec(bench), **backbone_specs(bench)}
     unknown = sorted(set(names or ()) - set(specs))
     if unknown:
         raise ConfigError(f"unknown backbone(s) {unknown}; expected some of {list(specs)}")
@@ -391,11 +419,13 @@ def efficiency_table(bench: FaceBenchmark, repeats: int = 3,
 def accuracy_vs_cost(evaluations: Mapping[str, Evaluation],
                      complexity: pd.DataFrame) -> pd.DataFrame:
     """One row per evaluated model with its cost (from ``complexity``, by backbone; a distilled
-    VarGFaceNet costs what VarGFaceNet costs) and its accuracies."""
+    VarGFaceNet costs what VarGFaceNet costs, the distillation teacher what IResNet-50 costs)
+    and its accuracies."""
     cost = complexity.set_index("backbone")
     rows = []
     for name, ev in evaluations.items():
-        backbone = name if name in cost.index else STUDENT
+        backbone = (name if name in cost.index
+                    else TEACHER if name == DISTILLATION_TEACHER else STUDENT)
         summary = ev.summary()
         rows.append({"model": name, "backbone": backbone,
                      PARAMS_COL: cost.loc[backbone, PARAMS_COL],
@@ -407,7 +437,8 @@ def accuracy_vs_cost(evaluations: Mapping[str, Evaluation],
     return pd.DataFrame(rows)
 
 
-def teacher_headroom(evaluations: Mapping[str, Evaluation], teacher: str = TEACHER,
+def teacher_headroom(evaluations: Mapping[str, Evaluation],
+                     teacher: str = DISTILLATION_TEACHER,
                      students: Sequence[str] = (STUDENT,), protocol: str = "lfw") -> pd.DataFrame:
     """Teacher minus student 10-fold accuracy (points) on ``protocol``; ``enough`` says whether
     it reaches :data:`MIN_TEACHER_HEADROOM` (distillation needs a teacher to learn from)."""
@@ -422,7 +453,8 @@ def teacher_headroom(evaluations: Mapping[str, Evaluation], teacher: str = TEACH
     return pd.DataFrame(rows)
 
 
-def teacher_agreement(evaluations: Mapping[str, Evaluation], teacher: str = TEACHER,
+def teacher_agreement(evaluations: Mapping[str, Evaluation],
+                      teacher: str = DISTILLATION_TEACHER,
                       pool: str = "test") -> pd.Series:
     """Mean cosine between each model's and the teacher's embedding of the same test image.
 
@@ -442,7 +474,7 @@ def generation_table(evaluations: Mapping[str, Evaluation],
                      generations: int = GENERATIONS) -> pd.DataFrame:
     """Teacher, the ArcFace-only student and each distilled generation: accuracies (%),
     IJB-like TAR and the mean cosine to the teacher's embedding."""
-    generation_of: dict[str, int | None] = {TEACHER: None, STUDENT: None}
+    generation_of: dict[str, int | None] = {DISTILLATION_TEACHER: None, STUDENT: None}
     generation_of.update({generation_label(k): k for k in range(generations + 1)})
     agreement = teacher_agreement({n: evaluations[n] for n in generation_of})
     rows = []
@@ -571,9 +603,9 @@ def evaluate_claims(claims: ClaimSet, evaluations: Mapping[str, Evaluation],
     return claims.to_frame()
 
 
-__all__ = ["BACKBONES", "DEPTHWISE", "GENERATIONS", "MIN_TEACHER_HEADROOM", "MOBILE",
-           "RECURSIVE_EPOCH_FRACTION", "STUDENT", "TEACHER", "ExactDifference",
-           "accuracy_vs_cost", "backbone_specs", "complexity_table", "cost_matched_width",
+__all__ = ["BACKBONES", "DEPTHWISE", "DISTILLATION_TEACHER", "EPOCH_FRACTION", "GENERATIONS",
+           "MIN_TEACHER_HEADROOM", "MOBILE", "RECURSIVE_EPOCH_FRACTION", "STUDENT", "TEACHER",
+           "ExactDifference", "accuracy_vs_cost", "backbone_epochs", "backbone_specs", "complexity_table", "cost_matched_width",
            "distillation_specs", "efficiency_table", "evaluate_all", "evaluate_claims",
            "generation_label", "generation_table", "latency_plan", "measure_latency",
            "model_color", "model_cost", "official_comparison", "paper_size_comparison",
