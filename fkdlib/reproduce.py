@@ -35,6 +35,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_PARAMETERS = ("profile", "seed", "data", "device", "results_dir", "figures_dir")
 
 
+# Each notebook's outcome, beside its results (output notebook path relative to the results).
+RUN_RECORD = "run.json"
+
+
 @dataclass
 class NotebookRun:
     """The outcome of running one notebook."""
@@ -269,15 +273,42 @@ def reproduce(profile: str = "default", only: Sequence[str] | None = None,
                       "figures_dir": _relative(figures_dir / notebook.stem, cwd)}
         log(f"[{notebook.stem}] running (profile {profile_obj.name}, timeout {timeout_s} s) ...")
         run = run_notebook(notebook, results_dir / notebook.stem, parameters, timeout_s, cwd=cwd)
-        atomic_write_json(results_dir / notebook.stem / "run.json", asdict(run))
+        record = {**asdict(run), "output_notebook": os.path.relpath(run.output_notebook,
+                                                                    results_dir)}
+        atomic_write_json(results_dir / notebook.stem / RUN_RECORD, record)
         where = f" in cell {run.failing_cell}" if run.failing_cell is not None else ""
         log(f"[{notebook.stem}] {run.status} after {run.runtime_s:.1f} s"
             + (f"{where}: {run.error}" if run.status != "ok" else ""))
         runs.append(run)
     results_dir.mkdir(parents=True, exist_ok=True)
-    names = [run.name for run in runs]
+    reported = recorded_runs(results_dir, discover_notebooks(notebooks_dir), profile_obj.name,
+                             latest=runs)
+    names = [run.name for run in reported]
     write_claims_report(results_dir, names, profile_obj.name)
-    write_run_report(results_dir, figures_dir, runs, profile_obj.name)
+    write_run_report(results_dir, figures_dir, reported, profile_obj.name)
+    return runs
+
+
+def recorded_runs(results_dir: Path, notebooks: Sequence[Path], profile: str,
+                  latest: Sequence[NotebookRun] = ()) -> list[NotebookRun]:
+    """The runs the reports cover, in notebook order: ``latest`` (this invocation) and, for
+    the other notebooks, the run recorded in ``results_dir`` by an earlier invocation with
+    the same profile (so ``--only`` refreshes one notebook without dropping the others)."""
+    fresh = {run.name: run for run in latest}
+    runs = []
+    for notebook in notebooks:
+        if notebook.stem in fresh:
+            runs.append(fresh[notebook.stem])
+            continue
+        path = results_dir / notebook.stem / RUN_RECORD
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            run = NotebookRun(**record)
+        except (OSError, json.JSONDecodeError, TypeError):
+            continue
+        if run.parameters.get("profile") == profile:
+            run.output_notebook = str(results_dir / run.output_notebook)
+            runs.append(run)
     return runs
 
 

@@ -65,6 +65,27 @@ def test_reproduce_runs_all_continues_past_failures_and_reports(notebooks, tmp_p
     assert json.loads((results / "01_ok" / "run.json").read_text())["status"] == "ok"
 
 
+def test_reports_keep_earlier_runs_of_the_same_profile(notebooks, tmp_path):
+    results = tmp_path / "results"
+    (notebooks / "03_hangs.ipynb").unlink()
+    options = dict(notebooks_dir=notebooks, results_dir=results, figures_dir=tmp_path / "f",
+                   timeout_s=60, log=lambda *_: None)
+    reproduce("smoke", only=["01_ok"], **options)
+    record = json.loads((results / "01_ok" / "run.json").read_text())
+    assert record["output_notebook"] == "01_ok/01_ok.ipynb"  # portable
+    runs = reproduce("smoke", only=["02_fails"], **options)
+    assert [run.name for run in runs] == ["02_fails"]
+    report = (results / "REPORT.md").read_text()
+    assert "| 01_ok | ok |" in report and "| 02_fails | failed |" in report
+    assert "Executed notebook: `01_ok/01_ok.ipynb`" in report
+    assert "| 01_ok | c1 |" in (results / "CLAIMS.md").read_text()
+    # a run recorded under another profile is not reported as this one's
+    record["parameters"]["profile"] = "default"
+    (results / "01_ok" / "run.json").write_text(json.dumps(record))
+    reproduce("smoke", only=["02_fails"], **options)
+    assert "01_ok" not in (results / "REPORT.md").read_text()
+
+
 def test_cli_exits_nonzero_naming_the_failed_notebook(notebooks, tmp_path):
     (notebooks / "03_hangs.ipynb").unlink()
     (notebooks / "01_ok.ipynb").unlink()
