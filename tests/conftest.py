@@ -4,6 +4,21 @@ import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from fkdlib.reproduce import reproduce  # noqa: E402
+
 torch.set_num_threads(1)
+
+
+@pytest.fixture
+def smoke_notebook(tmp_path):
+    """Run one notebook on the smoke profile into ``tmp_path`` (results/ and figures/) and
+    return its results folder; the run must succeed."""
+    def run(name: str):
+        runs = reproduce("smoke", only=[name], results_dir=tmp_path / "results",
+                         figures_dir=tmp_path / "figures", timeout_s=600, log=lambda *_: None)
+        assert [(r.name, r.status) for r in runs] == [(name, "ok")], runs[0].error
+        return tmp_path / "results" / name
+    return run

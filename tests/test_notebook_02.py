@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fkdlib.reproduce import reproduce
 
 NAME = "02_vargfacenet"
 FIGURES = ("efficiency", "training_curves", "generations", "accuracy_vs_cost",
@@ -14,11 +13,8 @@ FIGURES = ("efficiency", "training_curves", "generations", "accuracy_vs_cost",
 
 
 @pytest.mark.slow
-def test_notebook_02_runs_on_the_smoke_profile(tmp_path):
-    runs = reproduce("smoke", only=[NAME], results_dir=tmp_path / "results",
-                     figures_dir=tmp_path / "figures", timeout_s=600, log=lambda *_: None)
-    assert [(run.name, run.status) for run in runs] == [(NAME, "ok")], runs[0].error
-    results = tmp_path / "results" / NAME
+def test_notebook_02_runs_on_the_smoke_profile(smoke_notebook, tmp_path):
+    results = smoke_notebook(NAME)
 
     claims = pd.read_csv(results / "claims.csv")
     assert len(claims) == 10 and set(claims.status) == {"not assessed"}

@@ -6,17 +6,13 @@ import pandas as pd
 import pytest
 
 from fkdlib.experiments import srrl
-from fkdlib.reproduce import reproduce
 
 NAME = "03_srrl"
 
 
 @pytest.mark.slow
-def test_notebook_03_runs_on_the_smoke_profile(tmp_path):
-    runs = reproduce("smoke", only=[NAME], results_dir=tmp_path / "results",
-                     figures_dir=tmp_path / "figures", timeout_s=600, log=lambda *_: None)
-    assert [(run.name, run.status) for run in runs] == [(NAME, "ok")], runs[0].error
-    results = tmp_path / "results" / NAME
+def test_notebook_03_runs_on_the_smoke_profile(smoke_notebook, tmp_path):
+    results = smoke_notebook(NAME)
     rows = list(srrl.recipes("face"))
 
     claims = pd.read_csv(results / "claims.csv")

@@ -6,15 +6,11 @@ import pandas as pd
 import pytest
 
 from fkdlib.distill.icd import FeatureBank
-from fkdlib.reproduce import reproduce
 
 
 @pytest.mark.slow
-def test_notebook_04_runs_on_the_smoke_profile(tmp_path):
-    runs = reproduce("smoke", only=["04_icd_face"], results_dir=tmp_path / "results",
-                     figures_dir=tmp_path / "figures", timeout_s=600, log=lambda *_: None)
-    assert [(run.name, run.status) for run in runs] == [("04_icd_face", "ok")], runs[0].error
-    results = tmp_path / "results" / "04_icd_face"
+def test_notebook_04_runs_on_the_smoke_profile(smoke_notebook, tmp_path):
+    results = smoke_notebook("04_icd_face")
 
     claims = pd.read_csv(results / "claims.csv")
     assert list(claims.id) == ["FCD:neg-match", "FCD:pos-lower", "ICD:pos-higher",

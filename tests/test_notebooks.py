@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fkdlib.reproduce import notebook_hygiene_problems, reproduce
+from fkdlib.reproduce import notebook_hygiene_problems
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -21,11 +21,8 @@ def test_notebook_is_stored_clean(notebook):
 
 
 @pytest.mark.slow
-def test_notebook_01_runs_on_the_smoke_profile(tmp_path):
-    runs = reproduce("smoke", only=["01_arcface"], results_dir=tmp_path / "results",
-                     figures_dir=tmp_path / "figures", timeout_s=600, log=lambda *_: None)
-    assert [(run.name, run.status) for run in runs] == [("01_arcface", "ok")], runs[0].error
-    results = tmp_path / "results" / "01_arcface"
+def test_notebook_01_runs_on_the_smoke_profile(smoke_notebook, tmp_path):
+    results = smoke_notebook("01_arcface")
     claims = pd.read_csv(results / "claims.csv")
     assert len(claims) == 14 and set(claims.status) == {"not assessed"}
     verification = pd.read_csv(results / "verification.csv")
