@@ -192,20 +192,14 @@ def backbone_specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
     """One spec per backbone of :data:`BACKBONES`, all with the teacher's head and recipe for
     :func:`backbone_epochs`.
 
-    Where that is the profile's full schedule, IResNet-50's spec *is* the shared teacher's
-    (same cache entry). MobileFaceNet gets the cost-matched width (module docstring); the
-    others the profile's width.
+    Where that is the profile's full schedule, IResNet-50's spec equals the shared teacher's
+    (same cache entry: the zoo key ignores names). MobileFaceNet gets the cost-matched width
+    (module docstring); the others the profile's width.
     """
     teacher = teacher_spec(bench)
     epochs = {"epochs": backbone_epochs(bench.profile)}
     specs: dict[str, ModelSpec] = {}
     for label, model in BACKBONES.items():
-        if label == TEACHER:
-            specs[label] = teacher.replace(name=f"02_vargfacenet/{label}",
-                                           train={**teacher.train, **epochs})
-            if specs[label].train == teacher.train:
-                specs[label] = teacher
-            continue
         kwargs = _student_kwargs(bench)
         if label == MOBILE:
             profile = bench.profile
