@@ -16,7 +16,8 @@ import argparse
 
 import torch
 
-from fkdlib.experiments.vargfacenet import BACKBONES, TEACHER, measure_latency, model_cost
+from fkdlib.evaluation.latency import measure_latency
+from fkdlib.experiments.vargfacenet import BACKBONES, TEACHER, model_cost
 from fkdlib.models import create_model
 
 
@@ -33,7 +34,8 @@ def main() -> None:
     options = {"input_size": args.input_size, "width": args.width,
                "embedding_size": args.embedding_size}
     models = {label: create_model(name, **options) for label, name in BACKBONES.items()}
-    table = measure_latency(models, args.input_size, args.batches, args.repeats)
+    table = measure_latency(models, args.input_size, args.batches, args.repeats,
+                            reference=TEACHER)
     print(f"{args.input_size} px, width {args.width}, {args.embedding_size}-d, "
           f"{torch.get_num_threads()} threads, median of {args.repeats} interleaved rounds")
     print(f"{'backbone':<20} {'M mult-adds':>11} {'batch':>5} {'ms':>9} {'ms/img':>8} "

@@ -1,6 +1,7 @@
 """Shared test settings: one torch thread (CI machines have two cores), Agg backend."""
 
 import os
+import time
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -22,3 +23,22 @@ def smoke_notebook(tmp_path):
         assert [(r.name, r.status) for r in runs] == [(name, "ok")], runs[0].error
         return tmp_path / "results" / name
     return run
+
+
+class _Sleeper(torch.nn.Module):
+    """A 'model' whose forward takes ``seconds`` per image."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.calls = seconds, []
+
+    def forward(self, x):
+        self.calls.append(x.shape[0])
+        time.sleep(self.seconds * x.shape[0])
+        return x.flatten(1)[:, :2]
+
+
+@pytest.fixture
+def sleeper():
+    """A fake network class whose forward sleeps a fixed time per image (latency tests)."""
+    return _Sleeper

@@ -11,6 +11,8 @@ from sklearn.metrics import (
 
 from fkdlib.errors import ConfigError
 from fkdlib.evaluation.clustering import (
+    _ResampledNMI,
+    nmi_bootstrap,
     ClusterAnalysis,
     centroid_cosine_distances,
     kmeans,
@@ -195,3 +197,30 @@ def test_sinkhorn_refuses_bad_input(scores, kwargs, fragment):
     with pytest.raises(ConfigError) as excinfo:
         sinkhorn_knopp(scores, **kwargs)
     assert fragment in str(excinfo.value)
+
+
+def test_nmi_bootstrap_effect_and_interval():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(10), 20)
+    noisy = np.where(rng.random(200) < 0.2, rng.integers(0, 10, 200), labels)
+    random = rng.integers(0, 10, 200)
+    result = nmi_bootstrap(labels, noisy, random, n_boot=300, seed=0)
+    expected = 100 * (normalized_mutual_info_score(labels, noisy)
+                      - normalized_mutual_info_score(labels, random))
+    assert result["effect"] == pytest.approx(expected)
+    assert 0 < result["ci_low"] < result["effect"] < result["ci_high"]
+    same = nmi_bootstrap(labels, noisy, noisy, n_boot=50)
+    assert (same["effect"], same["ci_low"], same["ci_high"]) == (0.0, 0.0, 0.0)
+
+
+def test_resampled_nmi_equals_scikit_learn_on_the_resample():
+    rng = np.random.default_rng(5)
+    labels, clusters = rng.integers(0, 7, 120), rng.integers(0, 9, 120)
+    nmi = _ResampledNMI(labels, clusters)
+    for _ in range(5):
+        draw = rng.integers(0, 120, 120)
+        weights = np.bincount(draw, minlength=120).astype(float)
+        assert nmi(weights) == pytest.approx(
+            normalized_mutual_info_score(labels[draw], clusters[draw]), abs=1e-12)
+    assert _ResampledNMI(np.zeros(5), np.ones(5))(np.ones(5)) == 1.0
+

@@ -14,7 +14,8 @@ from fkdlib.errors import ConfigError
 from fkdlib.evaluation import count_parameters, tar_at_far
 from fkdlib.evaluation.similarity import BootstrapResult
 from fkdlib.experiments import icd_face as exp
-from fkdlib.experiments.common import Evaluation, FaceBenchmark, synthface_data_spec, teacher_spec
+from fkdlib.evaluation.benchmark import Evaluation, FaceBenchmark, synthface_data_spec
+from fkdlib.zoo import teacher_spec
 from fkdlib.models import create_model
 from fkdlib.profiles import get_profile
 from fkdlib.report.claims import verdict
@@ -164,29 +165,6 @@ def test_shifted_evidence_moves_effect_and_interval():
     assert verdict("less", weak["ci_low"], weak["ci_high"]) == "not significant"
 
 
-def test_stratified_bootstrap_within_one_class_and_subsampling():
-    rng = np.random.default_rng(0)
-    pos, neg = rng.uniform(0.3, 0.9, 200), rng.uniform(-0.3, 0.3, 5000)
-    a = _evaluation("a", pos, neg)
-    b = _evaluation("b", pos - 0.1, neg + 0.02)
-    shift = exp.stratified_mean_bootstrap(a, b, "ijb", True, n_boot=200)
-    # a constant shift of every positive pair: every resample's difference is exactly 0.1
-    assert (shift.effect, shift.ci_low, shift.ci_high) == pytest.approx((0.1, 0.1, 0.1))
-    noisy = _evaluation("c", pos, neg + rng.normal(0, 0.05, neg.size))
-    full = exp.stratified_mean_bootstrap(noisy, a, "ijb", False, n_boot=200)
-    assert full.effect == pytest.approx(np.mean(noisy.negatives("ijb") - neg))
-    sample = exp.stratified_mean_bootstrap(noisy, a, "ijb", False, n_boot=200, seed=4,
-                                           max_pairs=300)
-    rows = np.sort(np.random.default_rng(4).choice(np.arange(200, 5200), size=300,
-                                                   replace=False))
-    assert sample.effect == pytest.approx(np.mean(noisy.scores["ijb"][rows]
-                                                  - a.scores["ijb"][rows]))
-    assert sample.ci_high - sample.ci_low > full.ci_high - full.ci_low
-    empty = _evaluation("d", np.array([]), neg)
-    with pytest.raises(ConfigError, match="no positive pairs"):
-        exp.stratified_mean_bootstrap(empty, empty, "ijb", True, n_boot=10)
-
-
 # ----------------------------------------------------------------------------- tables
 
 
@@ -259,26 +237,6 @@ def test_claims_hold_on_the_papers_pattern_and_fail_when_it_is_absent():
     with pytest.raises(ConfigError, match="missing FCD"):
         exp.evaluate_claims(exp.register_claims(), {k: v for k, v in _four_methods().items()
                                                     if k != "FCD"}, n_boot=10, assess=True)
-
-
-def test_closeness_is_the_change_in_distance_to_the_reference():
-    rng = np.random.default_rng(3)
-    pos, neg = rng.uniform(0.4, 0.9, 300), rng.uniform(-0.2, 0.2, 1000)
-    teacher = _evaluation("T", pos, neg)
-    above = _evaluation("FCD", pos + 0.1, neg)
-    # ICD lowering the positives toward a teacher that sits below: closer, though not higher
-    toward = exp.closeness_bootstrap(_evaluation("ICD", pos + 0.04, neg), above, teacher, "ijb",
-                                     n_boot=100)
-    assert (toward.effect, toward.ci_low, toward.ci_high) == pytest.approx((-0.06,) * 3)
-    # overshooting the teacher by more than the baseline missed it: farther
-    past = exp.closeness_bootstrap(_evaluation("ICD", pos - 0.15, neg), above, teacher, "ijb",
-                                   n_boot=100)
-    assert past.effect == pytest.approx(0.05)
-    noisy = _evaluation("ICD", pos + rng.normal(0, 0.05, pos.size), neg)
-    result = exp.closeness_bootstrap(noisy, above, teacher, "ijb", n_boot=200)
-    differences = noisy.positives("ijb") - pos
-    assert result.effect == pytest.approx(abs(differences.mean()) - 0.1)
-    assert result.ci_low <= result.effect <= result.ci_high
 
 
 def test_paper_side_covers_every_claim():

@@ -5,15 +5,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
-from scipy.stats import entropy
 from sklearn.metrics import normalized_mutual_info_score
 
 from fkdlib.data.formats.cifar import write_cifar
-from fkdlib.distill import l2_distance
 from fkdlib.errors import ConfigError
 from fkdlib.experiments import srrl
-from fkdlib.experiments.common import teacher_spec
+from fkdlib.zoo import teacher_spec
 from fkdlib.profiles import get_profile
 
 
@@ -159,73 +156,6 @@ def test_heldout_images_are_new_images_of_the_training_identities(face_study):
 
 # --- formulas -------------------------------------------------------------------------------
 
-def test_teacher_kl_and_label_cross_entropy_match_direct_computations():
-    rng = np.random.default_rng(1)
-    teacher, student = rng.normal(size=(5, 4)) * 3, rng.normal(size=(5, 4)) * 3
-    softmax = lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(  # noqa: E731
-        z - z.max(1, keepdims=True)).sum(1, keepdims=True)
-    expected = [entropy(p, q) for p, q in zip(softmax(teacher), softmax(student))]
-    np.testing.assert_allclose(srrl.teacher_kl(teacher, student), expected, rtol=1e-10)
-    np.testing.assert_allclose(srrl.teacher_kl(teacher, teacher), 0.0, atol=1e-12)
-    labels = np.array([0, 1, 2, 3, 0])
-    np.testing.assert_allclose(srrl.label_cross_entropy(student, labels),
-                               -np.log(softmax(student)[np.arange(5), labels]), rtol=1e-10)
-
-
-def test_fitted_l2_is_zero_for_a_rotated_teacher_and_matches_least_squares():
-    rng = np.random.default_rng(2)
-    teacher_fit, teacher_test = rng.normal(size=(200, 6)), rng.normal(size=(50, 6))
-    rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
-    np.testing.assert_allclose(srrl.fitted_l2(teacher_fit @ rotation, teacher_fit,
-                                              teacher_test @ rotation, teacher_test),
-                               0.0, atol=1e-16)
-    student_fit, student_test = rng.normal(size=(200, 4)), rng.normal(size=(50, 4))
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    design = np.hstack([unit(student_fit), np.ones((200, 1))])
-    coefficients, *_ = np.linalg.lstsq(design, unit(teacher_fit), rcond=None)
-    prediction = np.hstack([unit(student_test), np.ones((50, 1))]) @ coefficients
-    distances = srrl.fitted_l2(student_fit, teacher_fit, student_test, teacher_test)
-    np.testing.assert_allclose(distances, ((unit(teacher_test) - prediction) ** 2).sum(1),
-                               rtol=1e-8)
-    assert distances.mean() == pytest.approx(l2_distance(torch.from_numpy(unit(teacher_test)),
-                                                         torch.from_numpy(prediction)))
-
-
-def test_nmi_bootstrap_effect_and_interval():
-    rng = np.random.default_rng(3)
-    labels = np.repeat(np.arange(10), 20)
-    noisy = np.where(rng.random(200) < 0.2, rng.integers(0, 10, 200), labels)
-    random = rng.integers(0, 10, 200)
-    result = srrl.nmi_bootstrap(labels, noisy, random, n_boot=300, seed=0)
-    expected = 100 * (normalized_mutual_info_score(labels, noisy)
-                      - normalized_mutual_info_score(labels, random))
-    assert result["effect"] == pytest.approx(expected)
-    assert 0 < result["ci_low"] < result["effect"] < result["ci_high"]
-    same = srrl.nmi_bootstrap(labels, noisy, noisy, n_boot=50)
-    assert (same["effect"], same["ci_low"], same["ci_high"]) == (0.0, 0.0, 0.0)
-
-
-def test_classification_evaluation_top_k():
-    logits = np.array([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0], [3.0, 1.0, 2.0]])
-    result = srrl.ClassificationEvaluation("m", logits, np.array([0, 2, 1, 1]))
-    assert result.correct.tolist() == [True, False, False, False]
-    assert result.top_k(2) == 0.75 and result.top_k(3) == 1.0
-    assert result.summary() == {"Top-1": 25.0, "Top-5": 100.0}
-    assert srrl.success(result).tolist() == [True, False, False, False]
-
-
-def test_model_outputs_are_the_backbone_and_head_in_eval_mode():
-    torch.manual_seed(0)
-    backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5),
-                                   torch.nn.BatchNorm1d(5))
-    head = torch.nn.Linear(5, 3)
-    images = torch.randint(0, 256, (7, 3, 4, 4), dtype=torch.uint8)
-    features, logits = srrl.model_outputs(backbone, head, images, batch_size=3)
-    with torch.no_grad():
-        expected = backbone.eval()((images.float() / 255 - 0.5) / 0.5)
-    np.testing.assert_allclose(features, expected.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(logits, head(expected).detach().numpy(), rtol=1e-5, atol=1e-6)
-
 
 # --- tables and claims on hand-made evaluations ---------------------------------------------
 
@@ -336,13 +266,3 @@ def test_real_face_data_is_refused_with_a_reason(monkeypatch):
         srrl._face_study(get_profile("smoke"), 0, "rec:/faces")
 
 
-def test_resampled_nmi_equals_scikit_learn_on_the_resample():
-    rng = np.random.default_rng(5)
-    labels, clusters = rng.integers(0, 7, 120), rng.integers(0, 9, 120)
-    nmi = srrl._ResampledNMI(labels, clusters)
-    for _ in range(5):
-        draw = rng.integers(0, 120, 120)
-        weights = np.bincount(draw, minlength=120).astype(float)
-        assert nmi(weights) == pytest.approx(
-            normalized_mutual_info_score(labels[draw], clusters[draw]), abs=1e-12)
-    assert srrl._ResampledNMI(np.zeros(5), np.ones(5))(np.ones(5)) == 1.0

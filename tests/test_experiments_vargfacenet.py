@@ -1,17 +1,16 @@
 """Notebook 02's experiment logic: specs, size tables against the published counts, latency
 ratios, the per-generation tables and the claim wiring, on hand-made evaluations."""
 
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
-from torch import nn
 
 from fkdlib.errors import ConfigError
 from fkdlib.evaluation import evaluate_verification, profile_model, tar_at_far
 from fkdlib.experiments import vargfacenet as exp
-from fkdlib.experiments.common import FARS, Evaluation, face_benchmark, teacher_spec
+from fkdlib.evaluation.benchmark import FARS, Evaluation, face_benchmark
+from fkdlib.zoo import teacher_spec
 from fkdlib.profiles import get_profile
 from fkdlib.report.references import load_reference
 
@@ -130,40 +129,10 @@ def test_paper_size_comparison_prints_the_reference_values():
 # ----------------------------------------------------------------------------- latency
 
 
-class Sleeper(nn.Module):
-    """A 'model' whose forward takes ``seconds`` per image."""
-
-    def __init__(self, seconds: float):
-        super().__init__()
-        self.seconds, self.calls = seconds, []
-
-    def forward(self, x):
-        self.calls.append(x.shape[0])
-        time.sleep(self.seconds * x.shape[0])
-        return x.flatten(1)[:, :2]
-
-
-def test_measure_latency_ratios_and_call_pattern():
-    models = {exp.TEACHER: Sleeper(0.02), "half": Sleeper(0.01)}
-    table = exp.measure_latency(models, input_size=4, batch_sizes=(1, 2), repeats=3, warmup=1)
-    ratio = table.set_index(["backbone", "batch"])[f"ratio to {exp.TEACHER}"]
-    assert ratio[(exp.TEACHER, 1)] == ratio[(exp.TEACHER, 2)] == 1.0
-    assert ratio[("half", 1)] == pytest.approx(0.5, abs=0.15)
-    assert ratio[("half", 2)] == pytest.approx(0.5, abs=0.15)
-    per_image = table.set_index(["backbone", "batch"])["per image (ms)"]
-    assert per_image[(exp.TEACHER, 2)] == pytest.approx(20, rel=0.3)
-    # warm-up once at the smallest batch, then 3 interleaved rounds per batch size
-    assert models["half"].calls == [1, 1, 1, 1, 2, 2, 2]
-    with pytest.raises(ConfigError, match="reference"):
-        exp.measure_latency({"half": Sleeper(0.0)}, input_size=4)
-    with pytest.raises(ConfigError, match="repeats"):
-        exp.measure_latency(models, input_size=4, repeats=0)
-
-
-def test_efficiency_table_maps_latency_to_rows(bench, monkeypatch):
+def test_efficiency_table_maps_latency_to_rows(bench, monkeypatch, sleeper):
     seconds = {"iresnet50": 0.04, "vargfacenet": 0.01}
     monkeypatch.setattr(exp, "create_model",
-                        lambda name, **kwargs: Sleeper(seconds.get(name, 0.02)))
+                        lambda name, **kwargs: sleeper(seconds.get(name, 0.02)))
     table = exp.efficiency_table(bench, repeats=1, batch_sizes=(1,))
     profile_setting = f"profile ({bench.profile.resolution} px)"
     assert list(table.setting.unique()) == ["published (112 px)", profile_setting]

@@ -43,5 +43,5 @@ def test_options_change_the_model(capsys):
 
 
 def test_unknown_model_is_a_config_error():
-    with pytest.raises(ConfigError, match="known models are"):
+    with pytest.raises(ConfigError, match="unknown model .resnet50.; known: "):
         run(["resnet50"])

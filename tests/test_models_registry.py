@@ -23,7 +23,8 @@ BUILT_IN = {
 @pytest.fixture
 def private_registry(monkeypatch):
     """A copy of the registry, so that test registrations do not leak into other tests."""
-    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    monkeypatch.setattr(registry.MODELS, "_entries", dict(registry.MODELS._entries))
+    monkeypatch.setattr(registry.MODELS, "_metadata", dict(registry.MODELS._metadata))
 
 
 def test_importing_the_package_registers_every_built_in_model():

@@ -352,7 +352,7 @@ def test_indivisible_channels_are_refused_with_a_clear_message():
         create_model("vargfacenet", group_size=0)
     with pytest.raises(ConfigError, match="squeeze to 0 channels"):
         SqueezeExcitation(3)
-    with pytest.raises(ConfigError, match="accepts the keyword options"):
+    with pytest.raises(ConfigError, match="it accepts: input_size"):
         create_model("vargfacenet_dw", group_size=8)
 
 

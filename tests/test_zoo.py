@@ -27,6 +27,31 @@ def test_key_depends_on_what_determines_the_model_and_not_on_its_name():
     assert base.key != _spec(train={**TRAIN, "seed": 1}).key
     assert base.key != _spec(data={**DATA, "seed": 1}).key
     assert base.key != _spec(init_from=_spec()).key
+    assert base.key != _spec(monitors=("target_angles",)).key
+
+
+def test_key_covers_the_training_code_but_not_its_comments(monkeypatch, tmp_path):
+    """Any change to code that trains models changes every key; docstrings and comments do
+    not (the version hashes syntax trees without docstrings)."""
+    import fkdlib.zoo.cache as cache
+
+    package = tmp_path / "fkdlib"
+    (package / "models").mkdir(parents=True)
+    source = package / "models" / "net.py"
+    source.write_text('"""A network."""\nWIDTH = 8  # channels\n')
+    monkeypatch.setattr(cache, "TRAINING_CODE", ("models",))
+    monkeypatch.setattr(cache, "__file__", str(package / "zoo" / "cache.py"))
+
+    def version():
+        cache.training_code_version.cache_clear()
+        return cache.training_code_version()
+
+    first = version()
+    source.write_text('"""A network, reworded."""\nWIDTH = 8  # the channel count\n')
+    assert version() == first
+    source.write_text('"""A network."""\nWIDTH = 16  # channels\n')
+    assert version() != first
+    cache.training_code_version.cache_clear()
 
 
 def _weights(model):
@@ -35,9 +60,15 @@ def _weights(model):
 
 def test_train_then_hit_then_retrain_a_corrupt_entry(tmp_path):
     logs = []
-    first = get_or_train(_spec(), cache_dir=tmp_path, log=logs.append)
+    first = get_or_train(_spec(monitors=("target_angles",)), cache_dir=tmp_path,
+                         log=logs.append)
     assert not first.from_cache and (first.path / "manifest.json").exists()
     assert "theta_mean" in first.history.columns
+    unmonitored = get_or_train(_spec(), cache_dir=tmp_path, log=logs.append)
+    assert "theta_mean" not in unmonitored.history.columns
+    # a monitor only records: the weights are those of the unmonitored training
+    for key, value in _weights(first).items():
+        assert torch.equal(value, unmonitored.backbone.state_dict()[key]), key
     second = get_or_train(_spec(), cache_dir=tmp_path, log=logs.append)
     assert second.from_cache
     for key, value in _weights(first).items():
@@ -48,13 +79,14 @@ def test_train_then_hit_then_retrain_a_corrupt_entry(tmp_path):
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.warns(UserWarning, match="corrupt"):
-        third = get_or_train(_spec(), cache_dir=tmp_path, log=logs.append)
+        third = get_or_train(_spec(monitors=("target_angles",)), cache_dir=tmp_path,
+                             log=logs.append)
     assert not third.from_cache
     # retraining is deterministic: the same weights as the first run
     for key, value in _weights(first).items():
         assert torch.equal(value, third.backbone.state_dict()[key]), key
     manifest = json.loads((first.path / "manifest.json").read_text())
-    assert manifest["key"] == _spec().key
+    assert manifest["key"] == _spec(monitors=("target_angles",)).key
 
 
 def test_init_from_starts_from_the_parent_weights(tmp_path):
@@ -70,5 +102,7 @@ def test_init_from_starts_from_the_parent_weights(tmp_path):
 
 
 def test_unknown_method_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="classify"):
+    with pytest.raises(ConfigError, match="unknown training method 'telepathy'.*classify"):
         get_or_train(_spec(method="telepathy"), cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="unknown training monitor 'telemetry'.*target_angles"):
+        get_or_train(_spec(monitors=("telemetry",)), cache_dir=tmp_path)

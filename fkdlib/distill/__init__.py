@@ -15,9 +15,8 @@ icd        ICD-Face intra-class compactness, feature banks (:mod:`.icd`) 1
 =========  ==========================================================  ==============
 
 Losses are built by name with :func:`create_loss` (registered with :func:`register_loss`).
-Importing this package also registers the zoo training methods ``"distill"`` and
-``"distill_unlabeled"`` (:mod:`.methods`), so a distilled student is a plain
-:class:`~fkdlib.zoo.ModelSpec`; :mod:`.recursive` builds VarGFaceNet's generations.
+How a distilled student is trained from a plain :class:`~fkdlib.zoo.ModelSpec` (and
+VarGFaceNet's recursive generations) lives beside the model zoo, in :mod:`fkdlib.zoo`.
 """
 
 from .angular import ANGULAR_WEIGHT, AngularLoss, angular_distance
@@ -29,9 +28,7 @@ from .icd import (
     FCD_WEIGHT, ICD_BANDWIDTH, ICD_BINS, ICD_SLOTS, ICD_WEIGHT, FCDLoss, FeatureBank, ICDLoss,
     histogram_kl, soft_histogram)
 from .kd import KD_CE_WEIGHT, KD_TEMPERATURE, KD_WEIGHT, KDLoss, kd_divergence, soft_target_kl
-from .methods import DEFAULT_WEIGHTS, build_distiller, build_losses, spec_from_dict
 from .pkt import PKT_WEIGHT, PKTLoss, pkt_divergence
-from .recursive import recursive_specs, train_generations
 from .rkd import (
     RKD_ANGLE_WEIGHT, RKD_DISTANCE_WEIGHT, RKD_WEIGHT, RKDLoss, pairwise_distances,
     rkd_angle_loss, rkd_distance_loss)
@@ -40,15 +37,13 @@ from .srrl import (
 from .unlabeled import MIXUP_ALPHA, UnlabeledMixupDistiller
 
 __all__ = [
-    "ANGULAR_WEIGHT", "AT_STAGES", "AT_WEIGHT", "DEFAULT_WEIGHTS", "FCD_WEIGHT", "FITNET_WEIGHT",
+    "ANGULAR_WEIGHT", "AT_STAGES", "AT_WEIGHT", "FCD_WEIGHT", "FITNET_WEIGHT",
     "ICD_BANDWIDTH", "ICD_BINS", "ICD_SLOTS", "ICD_WEIGHT", "KD_CE_WEIGHT", "KD_TEMPERATURE",
     "KD_WEIGHT", "MIXUP_ALPHA", "PKT_WEIGHT", "RKD_ANGLE_WEIGHT", "RKD_DISTANCE_WEIGHT",
     "RKD_WEIGHT", "SRRL_WEIGHT", "ATLoss", "AngularLoss", "Distiller", "FCDLoss", "FeatureBank",
     "FitNetLoss", "FrozenClassifier", "ICDLoss", "KDLoss", "PKTLoss", "RKDLoss", "SRRLLoss",
-    "UnlabeledMixupDistiller", "angular_distance", "attention_map", "build_distiller",
-    "build_losses", "create_loss", "feature_shape", "feature_shapes", "histogram_kl",
+    "UnlabeledMixupDistiller", "angular_distance", "attention_map", "create_loss", "feature_shape", "feature_shapes", "histogram_kl",
     "kd_divergence", "l2_distance", "list_losses", "match_spatial", "pairwise_distances",
-    "pkt_divergence", "recursive_specs", "register_loss", "rkd_angle_loss", "rkd_distance_loss",
-    "soft_histogram", "soft_target_kl", "spec_from_dict", "teacher_classifier_from_head",
-    "train_generations",
+    "pkt_divergence", "register_loss", "rkd_angle_loss", "rkd_distance_loss",
+    "soft_histogram", "soft_target_kl", "teacher_classifier_from_head",
 ]

@@ -1,7 +1,16 @@
 """Evaluation: embeddings (flip test), verification, identification, similarity analysis,
-clustering, 2-D projections and model complexity. (UMAP is imported only when asked for.)"""
+clustering, 2-D projections, model complexity and latency, classifier outputs, and the face
+benchmark that ties data, protocols, embeddings, metrics and paired comparisons together
+(:mod:`.benchmark`). (UMAP is imported only when asked for.)"""
 
-from fkdlib.evaluation.clustering import ClusterAnalysis, kmeans, purity, sinkhorn_knopp
+from fkdlib.evaluation.benchmark import (
+    PROTOCOL_LABELS, Evaluation, FaceBenchmark, compare, evaluate, evaluate_models,
+    face_benchmark, summary_table)
+from fkdlib.evaluation.classification import (
+    ClassificationEvaluation, fitted_l2, label_cross_entropy, model_outputs, teacher_kl)
+from fkdlib.evaluation.clustering import (
+    ClusterAnalysis, kmeans, nmi_bootstrap, purity, sinkhorn_knopp)
+from fkdlib.evaluation.latency import measure_latency
 from fkdlib.evaluation.complexity import count_flops, count_parameters, profile_model
 from fkdlib.evaluation.embed import extract_embeddings, pair_embeddings
 from fkdlib.evaluation.identification import IdentificationResult, evaluate_identification
@@ -29,7 +38,22 @@ from fkdlib.evaluation.verification import (
 )
 
 __all__ = [
+    "PROTOCOL_LABELS",
+    "ClassificationEvaluation",
     "ClusterAnalysis",
+    "Evaluation",
+    "FaceBenchmark",
+    "compare",
+    "evaluate",
+    "evaluate_models",
+    "face_benchmark",
+    "fitted_l2",
+    "label_cross_entropy",
+    "measure_latency",
+    "model_outputs",
+    "nmi_bootstrap",
+    "summary_table",
+    "teacher_kl",
     "count_flops",
     "count_parameters",
     "kmeans",

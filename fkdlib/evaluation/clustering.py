@@ -8,6 +8,8 @@
   Sec. 3.1 and ``distributed_sinkhorn`` in the official code), used for the per-batch
   clustering loss.
 - :func:`centroid_cosine_distances`: pairwise cosine distances between centroids (Fig. 5.8).
+- :func:`nmi_bootstrap`: paired bootstrap of the NMI difference of two fixed clusterings of the
+  same samples (SRRL's "features cluster best", thesis Table 4.5).
 """
 
 from __future__ import annotations
@@ -197,3 +199,59 @@ class ClusterAnalysis:
         self.ami_ = float(adjusted_mutual_info_score(truth, self.labels_))
         self.nmi_ = float(normalized_mutual_info_score(truth, self.labels_))
         return self
+
+
+class _ResampledNMI:
+    """NMI (arithmetic normalisation, as scikit-learn's default) of a fixed clustering on
+    weighted resamples of its samples, from bin counts: about a hundred times faster than
+    calling scikit-learn once per bootstrap resample."""
+
+    def __init__(self, labels: np.ndarray, clusters: np.ndarray) -> None:
+        _, self.label_codes = np.unique(labels, return_inverse=True)
+        _, self.cluster_codes = np.unique(clusters, return_inverse=True)
+        pairs = self.label_codes * (self.cluster_codes.max() + 1) + self.cluster_codes
+        unique_pairs, self.pair_codes = np.unique(pairs, return_inverse=True)
+        self.pair_label = unique_pairs // (self.cluster_codes.max() + 1)
+        self.pair_cluster = unique_pairs % (self.cluster_codes.max() + 1)
+
+    @staticmethod
+    def _entropy(counts: np.ndarray, total: float) -> float:
+        p = counts[counts > 0] / total
+        return float(-(p * np.log(p)).sum())
+
+    def __call__(self, weights: np.ndarray) -> float:
+        """NMI when sample ``i`` appears ``weights[i]`` times."""
+        total = float(weights.sum())
+        joint = np.bincount(self.pair_codes, weights=weights)
+        by_label = np.bincount(self.label_codes, weights=weights)
+        by_cluster = np.bincount(self.cluster_codes, weights=weights)
+        present = joint > 0
+        expected = by_label[self.pair_label[present]] * by_cluster[self.pair_cluster[present]]
+        mutual = float((joint[present] / total
+                        * np.log(joint[present] * total / expected)).sum())
+        normaliser = (self._entropy(by_label, total) + self._entropy(by_cluster, total)) / 2
+        # both partitions a single block: a perfect match, as in scikit-learn
+        return 1.0 if normaliser == 0 else max(mutual, 0.0) / normaliser
+
+
+def nmi_bootstrap(labels: np.ndarray, clusters_a: np.ndarray, clusters_b: np.ndarray,
+                  n_boot: int, seed: int = 0, ci: float = 0.95) -> dict[str, Any]:
+    """Paired bootstrap over test images of NMI(a) − NMI(b) in % (clusterings fixed; the
+    images are resampled jointly for both rows; percentile interval)."""
+    labels = np.asarray(labels)
+    if not (len(labels) == len(clusters_a) == len(clusters_b)) or len(labels) == 0:
+        raise ConfigError(f"nmi_bootstrap needs one label and one cluster per image, got "
+                          f"{len(labels)}, {len(clusters_a)} and {len(clusters_b)}")
+    nmi_a, nmi_b = _ResampledNMI(labels, clusters_a), _ResampledNMI(labels, clusters_b)
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    draws = np.empty(n_boot)
+    for index in range(n_boot):
+        weights = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        draws[index] = 100 * (nmi_a(weights) - nmi_b(weights))
+    alpha = (1 - ci) / 2
+    ones = np.ones(n)
+    return {"effect": 100 * (nmi_a(ones) - nmi_b(ones)),
+            "ci_low": float(np.quantile(draws, alpha)),
+            "ci_high": float(np.quantile(draws, 1 - alpha)), "n": n, "n_boot": n_boot}
+

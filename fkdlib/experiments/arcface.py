@@ -20,8 +20,8 @@ from ..heads import target_logit_curve
 from ..report.claims import Claim, ClaimSet
 from ..report.references import load_reference, reference_table
 from ..training.callbacks import angles_from_history, target_angles
-from ..zoo import DEFAULT_CACHE_DIR, TrainedModel, get_or_train
-from .common import Evaluation, FaceBenchmark, compare, evaluate, evidence, training_spec
+from ..evaluation.benchmark import Evaluation, FaceBenchmark, compare, evaluate, evidence
+from ..zoo import DEFAULT_CACHE_DIR, TrainedModel, get_or_train, training_spec
 
 BACKBONE = "iresnet18"
 
@@ -45,7 +45,7 @@ TOY_IDENTITIES = 8
 def loss_specs(bench: FaceBenchmark) -> dict:
     """One :class:`~fkdlib.zoo.ModelSpec` per loss, identical but for the head."""
     return {name: training_spec(bench, BACKBONE, head, head_kwargs=kwargs,
-                                name=f"01_arcface/{name}")
+                                name=f"01_arcface/{name}", monitors=("target_angles",))
             for name, (head, kwargs) in LOSSES.items()}
 
 

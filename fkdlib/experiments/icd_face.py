@@ -7,7 +7,7 @@ similarities. Its fix, ICD, matches the distribution of positive-pair similariti
 feature against per-class feature banks) with a KL divergence between soft histograms.
 
 Four models are compared on the shared benchmark: the shared IResNet-50 teacher
-(:func:`~fkdlib.experiments.common.teacher_spec`), the student trained alone, the student with
+(:func:`~fkdlib.zoo.teacher_spec`), the student trained alone, the student with
 FCD and the student with FCD + ICD. Then an ablation over the bank size K and the histogram
 bandwidth σ, and the feature banks' memory at the paper's scale. The losses, the banks and the
 unpublished choices (K = 8, 41 bins, σ = 0.05, weights FCD 7 / ICD 1) live in
@@ -39,14 +39,16 @@ from ..distill.icd import (
     PAPER_NUM_CLASSES, FeatureBank)
 from ..errors import ConfigError
 from ..evaluation import (
-    count_flops, mean_positive_similarity, paired_bootstrap, profile_model, project,
+    count_flops, profile_model, project,
     similarity_stats)
 from ..evaluation.similarity import BootstrapResult
 from ..models import create_model
 from ..report import figures as figs
 from ..report.claims import Claim, ClaimSet
-from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train
-from .common import Evaluation, FaceBenchmark, compare, evaluate, teacher_spec, training_spec
+from ..evaluation.benchmark import (
+    MAX_BOOTSTRAP_PAIRS, Evaluation, FaceBenchmark, closeness_bootstrap, compare, evaluate,
+    stratified_mean_bootstrap)
+from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train, teacher_spec, training_spec
 
 STUDENT_BACKBONE = "mobilefacenet"
 # The paper's pair, for the model-size table: ResNet-50 teacher, MobileNetV2 student (our
@@ -76,7 +78,6 @@ ABLATION_LR_FACTOR = 0.1
 # similarity distributions.
 EQUIVALENCE_MARGIN = ICD_BANDWIDTH
 LOW_FAR = 1e-4
-MAX_BOOTSTRAP_PAIRS = 20_000
 CLAIM_PROTOCOL = "ijb"
 TAR_FARS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -113,7 +114,7 @@ def student_spec(bench: FaceBenchmark, losses: Sequence[Mapping[str, Any]] = (),
     """The MobileFaceNet student with the profile's recipe and the teacher's margin head.
 
     Without ``losses`` the student is trained alone (cross-entropy through the head); with
-    losses it is distilled from :func:`~fkdlib.experiments.common.teacher_spec` (method
+    losses it is distilled from :func:`~fkdlib.zoo.teacher_spec` (method
     ``"distill"``, cross-entropy weight :data:`CE_WEIGHT`). The student's embedding size is the
     teacher's, so FCD compares the embeddings directly (no projection).
     """
@@ -188,7 +189,7 @@ def train(specs: Mapping[str, ModelSpec], device: str | torch.device = "cpu",
 
 def evaluate_all(models: Mapping[str, TrainedModel], bench: FaceBenchmark,
                  device: str | torch.device = "cpu") -> dict[str, Evaluation]:
-    """:func:`~fkdlib.experiments.common.evaluate` for every model."""
+    """:func:`~fkdlib.zoo.evaluate` for every model."""
     return {name: evaluate(model.backbone, bench, name=name, device=device)
             for name, model in models.items()}
 
@@ -272,66 +273,6 @@ def tar_table(evaluations: Mapping[str, Evaluation], protocol: str = CLAIM_PROTO
     return pd.DataFrame([{"method": name, **{f"TAR@{far:g}": ev.tar[protocol][far]
                                              for far in fars}}
                          for name, ev in evaluations.items()])
-
-
-def stratum_rows(evaluation: Evaluation, protocol: str, positive: bool,
-                 max_pairs: int = MAX_BOOTSTRAP_PAIRS, seed: int = 0) -> np.ndarray:
-    """Indices of the protocol's positive (or negative) pairs, reduced to a seeded uniform
-    sample of ``max_pairs`` when there are more (see :func:`stratified_mean_bootstrap`)."""
-    rows = np.flatnonzero(evaluation.issame[protocol] if positive
-                          else ~evaluation.issame[protocol])
-    if rows.size == 0:
-        raise ConfigError(f"the {protocol!r} list has no {'positive' if positive else 'negative'}"
-                          " pairs to bootstrap")
-    if rows.size > max_pairs:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_pairs, replace=False))
-    return rows
-
-
-def stratified_mean_bootstrap(a: Evaluation, b: Evaluation, protocol: str, positive: bool,
-                              n_boot: int, seed: int = 0,
-                              max_pairs: int = MAX_BOOTSTRAP_PAIRS) -> BootstrapResult:
-    """Paired bootstrap of mean(a) − mean(b) over the positive (or the negative) pairs only.
-
-    A mean over one class of pairs depends only on that class, so resampling within it (a
-    stratified bootstrap) measures the same thing as resampling every pair without drawing the
-    other class each time. A class with more than ``max_pairs`` pairs (the IJB-like list's
-    ~400,000 negatives) is first reduced to a seeded uniform sample of ``max_pairs`` of them:
-    2,000 resamples of 400,000 pairs take ~40 s of CPU, while the sample's wider interval
-    stays far inside the 0.05 margin the claims use (cosines with a standard deviation of 0.3
-    have a mean of 20,000 with a standard error of 0.3/√20000 ≈ 0.002).
-    """
-    rows = stratum_rows(a, protocol, positive, max_pairs, seed)
-    # Every pair of the stratum counts as "positive" for mean_positive_similarity, which then
-    # is the plain mean of the stratum's scores.
-    labels = np.ones(rows.size, dtype=bool)
-    return paired_bootstrap(mean_positive_similarity, a.scores[protocol][rows],
-                            b.scores[protocol][rows], labels, n_boot=n_boot, seed=seed)
-
-
-def _absolute_mean(scores: np.ndarray, labels: np.ndarray,
-                   weights: np.ndarray | None = None) -> np.ndarray | float:
-    """|mean| of the scores (all labelled positive), in the bootstrap metric contract."""
-    return np.abs(mean_positive_similarity(scores, labels, weights))
-
-
-def closeness_bootstrap(candidate: Evaluation, baseline: Evaluation, reference: Evaluation,
-                        protocol: str, n_boot: int, seed: int = 0,
-                        max_pairs: int = MAX_BOOTSTRAP_PAIRS) -> BootstrapResult:
-    """Paired bootstrap over the positive pairs of
-    ``|mean(candidate − reference)| − |mean(baseline − reference)|``: negative when the
-    candidate's mean positive similarity is closer to the reference's than the baseline's is.
-
-    Each pair's score differences to the reference are resampled jointly (the same pairs for
-    both), so the effect is the change in distance to the reference (ICD-Face: "toward the
-    teacher's").
-    """
-    rows = stratum_rows(reference, protocol, True, max_pairs, seed)
-    target = reference.scores[protocol][rows]
-    labels = np.ones(rows.size, dtype=bool)
-    return paired_bootstrap(_absolute_mean, candidate.scores[protocol][rows] - target,
-                            baseline.scores[protocol][rows] - target, labels, n_boot=n_boot,
-                            seed=seed)
 
 
 def ablation_table(evaluations: Mapping[str, Evaluation], teacher: Evaluation, n_boot: int,
@@ -611,9 +552,7 @@ __all__ = [
     "ABLATION_EPOCHS", "BANDWIDTHS", "BANK_SIZES", "EQUIVALENCE_MARGIN", "FCD", "FCD_ICD",
     "LOW_FAR", "METHODS", "NO_ICD", "STUDENT", "STUDENT_BACKBONE", "TEACHER",
     "ablation_figure", "ablation_grid", "ablation_label", "ablation_specs", "ablation_table",
-    "ablation_train_overrides", "bank_memory", "claims_beside_paper", "closeness_bootstrap",
-    "equivalence_evidence", "evaluate_all", "evaluate_claims", "fcd_loss", "icd_loss",
+    "ablation_train_overrides", "bank_memory", "claims_beside_paper", "equivalence_evidence", "evaluate_all", "evaluate_claims", "fcd_loss", "icd_loss",
     "method_specs", "model_sizes", "paper_statements", "projection_rows", "register_claims",
-    "shifted_evidence", "similarity_figure", "similarity_table", "stratified_mean_bootstrap",
-    "stratum_rows", "student_spec", "tar_table", "train", "tsne_figure",
+    "shifted_evidence", "similarity_figure", "similarity_table", "student_spec", "tar_table", "train", "tsne_figure",
 ]

@@ -9,7 +9,7 @@ losses on its penultimate feature ``h_S`` (thesis Eq. 4.3, 4.7, 4.8):
 Two tasks share every function here:
 
 - **face** (``data="synthface"``): the shared IResNet teacher
-  (:func:`~fkdlib.experiments.common.teacher_spec`) and a MobileFaceNet student with the
+  (:func:`~fkdlib.zoo.teacher_spec`) and a MobileFaceNet student with the
   teacher's margin head, on the face benchmark (verification, TAR at FAR, identification with
   distractors): the analogue of thesis Tables 4.12 / 4.13, plus the unlabeled-data extension
   (§4.2.2, Table 4.19) with SynthFace identities disjoint from the labeled ones.
@@ -27,29 +27,27 @@ distance between ``h_T`` and ``h_S`` and the NMI of k-means clusters of the test
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from sklearn.linear_model import LinearRegression
 from threadpoolctl import threadpool_limits
-from torch import nn
 
 from ..data import build_dataset, parse_data_arg
-from ..data.transforms import to_float_image
 from ..distill import AT_STAGES, FITNET_WEIGHT, KD_CE_WEIGHT, KD_WEIGHT, PKT_WEIGHT, RKD_WEIGHT
 from ..distill import AT_WEIGHT as AT_LOSS_WEIGHT
 from ..errors import ConfigError
 from ..evaluation import ClusterAnalysis, project, seed_bootstrap
+from ..evaluation.benchmark import Evaluation, FaceBenchmark, evaluate, evidence, face_benchmark
+from ..evaluation.classification import (
+    ClassificationEvaluation, fitted_l2, label_cross_entropy, model_outputs, teacher_kl, unit_rows)
+from ..evaluation.clustering import nmi_bootstrap
 from ..profiles import Profile, get_profile
 from ..report.claims import Claim, ClaimSet
 from ..report.references import load_reference
-from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train
-from .common import (
-    Evaluation, FaceBenchmark, evaluate, evidence, face_benchmark, teacher_spec, training_spec)
+from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train, teacher_spec, training_spec
 
 NOTEBOOK = "03_srrl"
 FACE, CIFAR = "face", "cifar"
@@ -108,7 +106,7 @@ class Recipe:
     """How one row trains its student.
 
     Attributes:
-        losses: ``method_kwargs["losses"]`` entries of :mod:`fkdlib.distill.methods`; empty
+        losses: ``method_kwargs["losses"]`` entries of :mod:`fkdlib.zoo.methods`; empty
             for the student trained alone.
         ce_weight: weight of the student's own cross-entropy.
         unlabeled: train with :class:`~fkdlib.distill.UnlabeledMixupDistiller` on the
@@ -371,50 +369,7 @@ def training_times(models: Mapping[str, TrainedModel]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@dataclass(eq=False)
-class ClassificationEvaluation:
-    """A classifier's results on a CIFAR test split (thesis Tables 4.2–4.4)."""
-
-    name: str
-    logits: np.ndarray = field(repr=False)
-    labels: np.ndarray = field(repr=False)
-
-    @property
-    def correct(self) -> np.ndarray:
-        """Top-1 correctness of each test image."""
-        return self.logits.argmax(axis=1) == self.labels
-
-    def top_k(self, k: int) -> float:
-        """Fraction of test images whose label is among the ``k`` largest logits."""
-        k = min(k, self.logits.shape[1])
-        top = np.argpartition(-self.logits, k - 1, axis=1)[:, :k]
-        return float((top == self.labels[:, None]).any(axis=1).mean())
-
-    def summary(self) -> dict[str, float]:
-        """One table row: top-1 and top-5 accuracy (%)."""
-        return {"Top-1": 100 * self.top_k(1), "Top-5": 100 * self.top_k(5)}
-
-
 RowEvaluation = Evaluation | ClassificationEvaluation
-
-
-@torch.no_grad()
-def model_outputs(backbone: nn.Module, head: nn.Module, images_u8: torch.Tensor,
-                  batch_size: int = 256, device: str | torch.device = "cpu"
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """``(h, logits)`` of every image, in eval mode, without flip: the raw penultimate
-    feature ``h`` (the embedding) and the head's inference logits (``s·cos θ`` for margin
-    heads, ``W h + b`` for a softmax head)."""
-    backbone.eval().to(device)
-    head.eval().to(device)
-    features, logits = [], []
-    for start in range(0, len(images_u8), batch_size):
-        batch = to_float_image(images_u8[start:start + batch_size]).to(device)
-        h = backbone(batch)
-        features.append(h.float().cpu())
-        logits.append(head(h).float().cpu())
-    backbone.cpu(), head.cpu()
-    return torch.cat(features).double().numpy(), torch.cat(logits).double().numpy()
 
 
 def _images_and_labels(spec: Mapping[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
@@ -425,7 +380,7 @@ def _images_and_labels(spec: Mapping[str, Any]) -> tuple[torch.Tensor, np.ndarra
 
 def evaluate_rows(study: SRRLStudy, models: Mapping[str, TrainedModel],
                   device: str | torch.device = "cpu") -> dict[str, RowEvaluation]:
-    """Face: every protocol of the benchmark (:func:`~fkdlib.experiments.common.evaluate`);
+    """Face: every protocol of the benchmark (:func:`~fkdlib.evaluation.benchmark.evaluate`);
     CIFAR: logits on the test split."""
     if study.is_face:
         return {name: evaluate(model.backbone, study.bench, name=name, device=device)
@@ -650,39 +605,6 @@ def collect_features(models: Mapping[str, TrainedModel], images: AnalysisImages,
     return features
 
 
-def teacher_kl(teacher_logits: np.ndarray, student_logits: np.ndarray) -> np.ndarray:
-    """Per image ``KL(softmax(z_T) ‖ softmax(z_S))`` in nats (T = 1; thesis Table 4.3)."""
-    teacher = torch.as_tensor(teacher_logits, dtype=torch.float64)
-    student = torch.as_tensor(student_logits, dtype=torch.float64)
-    log_t, log_s = F.log_softmax(teacher, dim=1), F.log_softmax(student, dim=1)
-    return (log_t.exp() * (log_t - log_s)).sum(dim=1).numpy()
-
-
-def label_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per image cross-entropy of the logits with the label (thesis Table 4.3)."""
-    return F.cross_entropy(torch.tensor(logits, dtype=torch.float64),
-                           torch.tensor(labels, dtype=torch.long), reduction="none").numpy()
-
-
-def _unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-
-
-def fitted_l2(student_fit: np.ndarray, teacher_fit: np.ndarray, student_test: np.ndarray,
-              teacher_test: np.ndarray) -> np.ndarray:
-    """Per test image ``‖ĥ_T − (A ĥ_S + b)‖²`` on L2-normalised features (thesis Table 4.5).
-
-    The student's features live in their own basis (the connector that mapped them to the
-    teacher's during training is not part of the trained model), so the affine map ``A, b``
-    is fitted by least squares on separate images (``*_fit``) and the distance measured on
-    the test images: every student, distilled or not, gets the same best linear alignment.
-    Normalised features compare directions, what a cosine face verifier uses.
-    """
-    regression = LinearRegression().fit(_unit(student_fit), _unit(teacher_fit))
-    residual = _unit(teacher_test) - regression.predict(_unit(student_test))
-    return (residual ** 2).sum(axis=1)
-
-
 @dataclass
 class Representation:
     """Per-sample measurements of thesis Tables 4.3 and 4.5 for every row.
@@ -732,7 +654,7 @@ def representation_analysis(features: Mapping[str, RowFeatures], images: Analysi
         result.l2[name] = fitted_l2(row.fit, teacher.fit, row.test, teacher.test)
         with threadpool_limits(limits=SMALL_PROBLEM_THREADS):
             analysis = ClusterAnalysis(n_clusters=k, random_state=seed).fit(
-                _unit(row.test), images.test_labels)
+                unit_rows(row.test), images.test_labels)
         result.clusters[name] = analysis.labels_
         result.nmi[name] = analysis.nmi_
     return result
@@ -780,7 +702,7 @@ def tsne_points(features: Mapping[str, RowFeatures], labels: np.ndarray,
                         replace=False)
     index = np.flatnonzero(np.isin(labels, chosen))[:max_points]
     with threadpool_limits(limits=SMALL_PROBLEM_THREADS):
-        return {row: (project(_unit(features[row].test[index]), method="tsne",
+        return {row: (project(unit_rows(features[row].test[index]), method="tsne",
                               random_state=seed), labels[index])
                 for row in rows if row in features}
 
@@ -828,61 +750,6 @@ def _mean_evidence(a: np.ndarray, b: np.ndarray, compared: str, n_boot: int,
     result = seed_bootstrap(np.asarray(a, float), np.asarray(b, float), paired=True,
                             n_boot=n_boot, seed=seed)
     return {**evidence(result, compared), "n": len(a)}
-
-
-class _ResampledNMI:
-    """NMI (arithmetic normalisation, as scikit-learn's default) of a fixed clustering on
-    weighted resamples of its samples, from bin counts: about a hundred times faster than
-    calling scikit-learn once per bootstrap resample."""
-
-    def __init__(self, labels: np.ndarray, clusters: np.ndarray) -> None:
-        _, self.label_codes = np.unique(labels, return_inverse=True)
-        _, self.cluster_codes = np.unique(clusters, return_inverse=True)
-        pairs = self.label_codes * (self.cluster_codes.max() + 1) + self.cluster_codes
-        unique_pairs, self.pair_codes = np.unique(pairs, return_inverse=True)
-        self.pair_label = unique_pairs // (self.cluster_codes.max() + 1)
-        self.pair_cluster = unique_pairs % (self.cluster_codes.max() + 1)
-
-    @staticmethod
-    def _entropy(counts: np.ndarray, total: float) -> float:
-        p = counts[counts > 0] / total
-        return float(-(p * np.log(p)).sum())
-
-    def __call__(self, weights: np.ndarray) -> float:
-        """NMI when sample ``i`` appears ``weights[i]`` times."""
-        total = float(weights.sum())
-        joint = np.bincount(self.pair_codes, weights=weights)
-        by_label = np.bincount(self.label_codes, weights=weights)
-        by_cluster = np.bincount(self.cluster_codes, weights=weights)
-        present = joint > 0
-        expected = by_label[self.pair_label[present]] * by_cluster[self.pair_cluster[present]]
-        mutual = float((joint[present] / total
-                        * np.log(joint[present] * total / expected)).sum())
-        normaliser = (self._entropy(by_label, total) + self._entropy(by_cluster, total)) / 2
-        # both partitions a single block: a perfect match, as in scikit-learn
-        return 1.0 if normaliser == 0 else max(mutual, 0.0) / normaliser
-
-
-def nmi_bootstrap(labels: np.ndarray, clusters_a: np.ndarray, clusters_b: np.ndarray,
-                  n_boot: int, seed: int = 0, ci: float = 0.95) -> dict[str, Any]:
-    """Paired bootstrap over test images of NMI(a) − NMI(b) in % (clusterings fixed; the
-    images are resampled jointly for both rows; percentile interval)."""
-    labels = np.asarray(labels)
-    if not (len(labels) == len(clusters_a) == len(clusters_b)) or len(labels) == 0:
-        raise ConfigError(f"nmi_bootstrap needs one label and one cluster per image, got "
-                          f"{len(labels)}, {len(clusters_a)} and {len(clusters_b)}")
-    nmi_a, nmi_b = _ResampledNMI(labels, clusters_a), _ResampledNMI(labels, clusters_b)
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    draws = np.empty(n_boot)
-    for index in range(n_boot):
-        weights = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
-        draws[index] = 100 * (nmi_a(weights) - nmi_b(weights))
-    alpha = (1 - ci) / 2
-    ones = np.ones(n)
-    return {"effect": 100 * (nmi_a(ones) - nmi_b(ones)),
-            "ci_low": float(np.quantile(draws, alpha)),
-            "ci_high": float(np.quantile(draws, 1 - alpha)), "n": n, "n_boot": n_boot}
 
 
 def _best(rows: Sequence[str], score: Callable[[str], float], highest: bool) -> str:
@@ -980,11 +847,11 @@ def plot_similarity_rows(evaluations: Mapping[str, Evaluation], rows: Sequence[s
 
 
 __all__ = [
-    "AnalysisImages", "ClassificationEvaluation", "Recipe", "Representation", "RowFeatures",
+    "AnalysisImages", "Recipe", "Representation", "RowFeatures",
     "SRRLStudy", "analysis_images", "build_study", "collect_features", "evaluate_claims",
-    "evaluate_rows", "fitted_l2", "label_cross_entropy", "model_outputs", "multi_position_row",
-    "nmi_bootstrap", "plot_roc_rows", "plot_similarity_rows", "recipes", "register_claims",
+    "evaluate_rows", "multi_position_row",
+    "plot_roc_rows", "plot_similarity_rows", "recipes", "register_claims",
     "representation_analysis", "results_table", "row_style", "student_epochs", "success",
     "success_metric", "table_4_12", "table_4_13", "table_4_19", "table_4_2", "table_4_3",
-    "table_4_4", "table_4_5", "teacher_kl", "train_rows", "training_times", "tsne_points",
+    "table_4_4", "table_4_5", "train_rows", "training_times", "tsne_points",
 ]

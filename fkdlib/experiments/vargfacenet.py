@@ -13,7 +13,7 @@ Three experiments, each a set of pure functions the notebook calls and the tests
    margin head and learning-rate schedule, for :func:`backbone_epochs`) on the benchmark's
    training data.
 3. **Angular distillation** (Eq. 5-7: ``L = L_margin + α·L_a``, α = 7) from the shared
-   IResNet-50 teacher (:func:`~fkdlib.experiments.common.teacher_spec`, trained for the
+   IResNet-50 teacher (:func:`~fkdlib.zoo.teacher_spec`, trained for the
    profile's full epochs and cached for notebooks 02-04), and **recursive distillation**
    (Sec. 3.3, Fig. 2): generation k + 1 starts from generation k's weights, generations 0, 1,
    2 as in the official results.
@@ -35,18 +35,14 @@ from __future__ import annotations
 
 import functools
 import math
-import statistics
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from ..distill.angular import ANGULAR_WEIGHT
-from ..distill.recursive import recursive_specs
 from ..errors import ConfigError
 from ..evaluation import profile_model
 from ..evaluation.complexity import ComplexityReport
@@ -54,9 +50,12 @@ from ..models import create_model
 from ..profiles import Profile
 from ..report.claims import Claim, ClaimSet
 from ..report.references import reference_table
-from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train
-from .common import (PROTOCOL_LABELS, Evaluation, FaceBenchmark, compare, evaluate, evidence,
-                     teacher_spec, training_spec)
+from ..evaluation.benchmark import (
+    PROTOCOL_LABELS, Evaluation, FaceBenchmark, compare, evaluate, evidence)
+from ..evaluation.latency import measure_latency
+from ..zoo import (
+    DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train, recursive_specs, teacher_spec,
+    training_spec)
 
 TEACHER = "IResNet-50"
 # The shared distillation teacher: an IResNet-50 too, trained for the profile's full epochs.
@@ -225,7 +224,7 @@ def distillation_specs(bench: FaceBenchmark, generations: int = GENERATIONS) -> 
     """VarGFaceNet trained with the teacher's margin loss + 7 · angular distillation from the
     shared teacher (Eq. 7) for :func:`backbone_epochs`, then ``generations`` recursive
     generations, each initialised from the previous student
-    (:func:`fkdlib.distill.recursive.recursive_specs`) and trained for
+    (:func:`fkdlib.zoo.recursive.recursive_specs`) and trained for
     :func:`recursive_epochs`."""
     teacher = teacher_spec(bench)
     base = training_spec(
@@ -328,53 +327,6 @@ def paper_size_comparison() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def measure_latency(models: Mapping[str, nn.Module], input_size: int,
-                    batch_sizes: Sequence[int] = LATENCY_BATCHES, repeats: int = 3,
-                    warmup: int = 1, reference: str = TEACHER) -> pd.DataFrame:
-    """CPU forward latency of each model, measured in one run, as ratios to ``reference``.
-
-    Every model first runs ``warmup`` untimed passes at the smallest batch size (kernel
-    selection and allocations happen on the first calls; at the smallest batch they cost
-    little). Then, for each batch size, ``repeats`` rounds run each model once in turn
-    (interleaved, so a slow spell of a shared machine hits every model alike); the median of a
-    model's rounds is its latency. Models run in eval mode without gradients on the current
-    torch threads.
-
-    Returns:
-        One row per (model, batch): ``latency (ms)``, ``per image (ms)`` and
-        ``ratio to <reference>`` (latency / reference's latency at the same batch size).
-    """
-    if reference not in models:
-        raise ConfigError(f"reference {reference!r} is not among the models {list(models)}")
-    if repeats < 1 or warmup < 0 or not batch_sizes or min(batch_sizes) < 1:
-        raise ConfigError(f"need repeats >= 1, warmup >= 0 and batch sizes >= 1, got repeats="
-                          f"{repeats}, warmup={warmup}, batch_sizes={list(batch_sizes)}")
-
-    def images(model: nn.Module, batch: int) -> torch.Tensor:
-        return torch.zeros(batch, getattr(model, "in_channels", 3), input_size, input_size)
-
-    rows = []
-    with torch.inference_mode():
-        for model in models.values():
-            model.eval()
-            for _ in range(warmup):
-                model(images(model, min(batch_sizes)))
-        for batch in batch_sizes:
-            inputs = {name: images(model, batch) for name, model in models.items()}
-            times: dict[str, list[float]] = {name: [] for name in models}
-            for _ in range(repeats):
-                for name, model in models.items():
-                    start = time.perf_counter()
-                    model(inputs[name])
-                    times[name].append(time.perf_counter() - start)
-            medians = {name: statistics.median(values) for name, values in times.items()}
-            for name, seconds in medians.items():
-                rows.append({"backbone": name, "batch": batch, "latency (ms)": 1e3 * seconds,
-                             "per image (ms)": 1e3 * seconds / batch,
-                             f"ratio to {reference}": seconds / medians[reference]})
-    return pd.DataFrame(rows)
-
-
 def latency_plan(profile: Profile) -> tuple[tuple[int, ...], int]:
     """Batch sizes and timed rounds for :func:`efficiency_table`: batch 1 and 32, median of 3,
     where claims are assessed; batch 1 and 4, one round, on the smoke run (batch 32 of
@@ -395,7 +347,7 @@ def efficiency_table(bench: FaceBenchmark, repeats: int = 3,
         models = {label: create_model(BACKBONES[label], **kwargs)
                   for label, kwargs in options.items()}
         latency = measure_latency(models, next(iter(options.values()))["input_size"],
-                                  batch_sizes, repeats)
+                                  batch_sizes, repeats, reference=TEACHER)
         wide = latency.pivot(index="backbone", columns="batch")
         for batch in batch_sizes:
             sizes[f"latency b={batch} (ms)"] = sizes.backbone.map(
@@ -601,7 +553,6 @@ __all__ = ["BACKBONES", "DEPTHWISE", "DISTILLATION_TEACHER", "EPOCH_FRACTION", "
            "MIN_TEACHER_HEADROOM", "MOBILE", "RECURSIVE_EPOCH_FRACTION", "STUDENT", "TEACHER",
            "ExactDifference", "accuracy_vs_cost", "backbone_epochs", "backbone_specs", "complexity_table", "cost_matched_width",
            "distillation_specs", "efficiency_table", "evaluate_all", "evaluate_claims",
-           "generation_label", "generation_table", "latency_plan", "measure_latency",
-           "model_color", "model_cost", "official_comparison", "paper_size_comparison",
+           "generation_label", "generation_table", "latency_plan", "model_color", "model_cost", "official_comparison", "paper_size_comparison",
            "profile_options", "published_options", "recursive_epochs", "register_claims",
            "teacher_agreement", "teacher_headroom", "train_backbones", "train_distilled"]

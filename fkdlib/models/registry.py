@@ -2,22 +2,22 @@
 
 A factory is a function whose name is the model's name and whose keyword arguments are the
 model's options (``input_size``, ``width``, ``embedding_size``, ...). Experiments and notebooks
-build networks by name so that a configuration stays plain data.
+build networks by name so that a configuration stays plain data. The entries live in
+:data:`MODELS`, a :class:`fkdlib.registry.Registry` like every other registry of the library.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..registry import Registry
 
 Factory = TypeVar("Factory", bound=Callable[..., nn.Module])
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODELS: Registry = Registry("model")
 
 
 def register_model(factory: Factory) -> Factory:
@@ -27,20 +27,12 @@ def register_model(factory: Factory) -> Factory:
     :func:`create_model` checks the caller's options against that signature. Returns the
     factory unchanged, so it stays callable directly.
     """
-    name = factory.__name__
-    if name in _MODELS:
-        existing = _MODELS[name]
-        raise ConfigError(
-            f"a model named {name!r} is already registered (by {existing.__module__}."
-            f"{existing.__qualname__}); give the new factory another name"
-        )
-    _MODELS[name] = factory
-    return factory
+    return MODELS.register()(factory)
 
 
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
-    return sorted(_MODELS)
+    return MODELS.names()
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -53,19 +45,4 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     Example:
         >>> model = create_model("iresnet50", input_size=112, embedding_size=512)
     """
-    try:
-        factory = _MODELS[name]
-    except (KeyError, TypeError):
-        raise ConfigError(
-            f"unknown model {name!r}; known models are: {', '.join(list_models())}"
-        ) from None
-    signature = inspect.signature(factory)
-    try:
-        signature.bind(**kwargs)
-    except TypeError as error:
-        accepted = [p.name for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY]
-        raise ConfigError(
-            f"invalid options for model {name!r} ({error}); it accepts the keyword options: "
-            f"{', '.join(accepted)}"
-        ) from None
-    return factory(**kwargs)
+    return MODELS.create(name, **kwargs)

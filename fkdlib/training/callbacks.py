@@ -2,7 +2,9 @@
 
 Callbacks follow the small protocol of :class:`~fkdlib.training.trainer.Trainer`: an optional
 ``on_epoch_end(trainer, epoch) -> dict`` whose entries become columns of the epoch's history
-row (so they are cached with a model in the zoo and plotted by the notebooks).
+row (so they are cached with a model in the zoo and plotted by the notebooks). Monitors that a
+model's spec can ask for by name (``ModelSpec.monitors``) are registered in :data:`MONITORS`
+as ``factory(train_set, seed=...)``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import torch
 import torch.nn as nn
 
 from ..data.transforms import to_float_image
+from ..registry import Registry
+
+MONITORS: Registry = Registry("training monitor", skip=1)
 
 
 def student_modules(task: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -79,6 +84,9 @@ class TargetAngleMonitor:
         angles = target_angles(backbone, head, self.images, self.labels)
         return {"theta_mean": float(angles.mean()), "theta_median": float(np.median(angles)),
                 "theta_deg": json.dumps(np.round(angles, 2).tolist())}
+
+
+MONITORS.add("target_angles", TargetAngleMonitor.from_dataset)
 
 
 def angles_from_history(history, epoch: int) -> np.ndarray:

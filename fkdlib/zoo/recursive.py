@@ -4,7 +4,7 @@ Sec. 3.3, Fig. 2).
 The student trained in generation k initialises the student of generation k + 1, which is
 trained again with the same recipe, so the conflict between the classification loss and the
 angular-distillation target left by one generation is relaxed in the next. The paper reports
-generations 0, 1 and 2 (PAPERS.md §02). Each generation is a :class:`~fkdlib.zoo.ModelSpec`
+generations 0, 1 and 2. Each generation is a :class:`~fkdlib.zoo.ModelSpec`
 whose ``init_from`` is the previous generation's spec, so every generation is cached on its
 own and a later notebook run reuses them.
 
@@ -15,13 +15,8 @@ initialised from generation k's teacher.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
-import torch
-
 from ..errors import ConfigError
-from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train
+from .cache import ModelSpec
 
 
 def _generation_name(base_name: str, generation: int) -> str:
@@ -57,9 +52,3 @@ def recursive_specs(base_spec: ModelSpec, generations: int,
         specs.append(base_spec.replace(init_from=previous, method_kwargs=method_kwargs,
                                        name=_generation_name(base_spec.name, generation)))
     return specs
-
-
-def train_generations(specs: Sequence[ModelSpec], cache_dir: str | Path = DEFAULT_CACHE_DIR,
-                      device: torch.device | str = "cpu") -> list[TrainedModel]:
-    """Train (or load from the zoo cache) each generation in order."""
-    return [get_or_train(spec, cache_dir, device) for spec in specs]

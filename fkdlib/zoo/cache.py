@@ -1,26 +1,30 @@
 """A content-addressed cache of trained models: a teacher trained once serves every notebook.
 
 ``get_or_train(spec)`` hashes everything that determines a trained model — backbone and its
-arguments, head, data, optimisation schedule, seed, profile, training method, the model it
-starts from — and looks under ``data/cache/models/<hash>/``. A hit is verified against the
-SHA-256 recorded in its manifest; a corrupt or partial entry is reported and retrained, never
-silently used. A miss trains (resuming from the entry's own checkpoints if an earlier attempt
-was killed) and writes the entry atomically.
+arguments, head, data (with the renderer's version or the files' sizes and dates), optimisation
+schedule, seed, profile, training method, the model it starts from, and the version of the code
+that builds and trains models (:func:`training_code_version`) — and looks under
+``data/cache/models/<hash>/``. A hit is verified against the SHA-256 recorded in its manifest;
+a corrupt or partial entry is reported and retrained, never silently used. A miss trains
+(resuming from the entry's own checkpoints if an earlier attempt was killed) and writes the
+entry atomically.
 
-Training methods are registered with :func:`register_method`: ``"classify"`` (backbone + margin
-head, cross-entropy) is built in; distillation notebooks register theirs (e.g. angular
-distillation) without editing this module.
+Training methods live in :data:`fkdlib.zoo.methods.METHODS` (classification and the
+distillation methods); the statistics recorded during training are declared in the spec's
+``monitors`` (:data:`fkdlib.training.callbacks.MONITORS`), never guessed from the data.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import hashlib
 import io
 import json
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,13 +33,45 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .errors import CacheCorruptError, ConfigError
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
-from .training.callbacks import TargetAngleMonitor
-from .training.trainer import ClassificationTask, TrainConfig, Trainer
+from ..errors import CacheCorruptError, ConfigError
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from ..training.callbacks import MONITORS
+from ..training.trainer import TrainConfig, Trainer
 
 ZOO_FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path("data/cache/models")
+# The code that determines a trained model, given its spec and data: the networks, the heads,
+# the losses, the training loop and its augmentation, the training methods, the registries.
+TRAINING_CODE = ("models", "heads", "distill", "training", "zoo", "data/transforms.py",
+                 "registry.py")
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+@functools.lru_cache(maxsize=1)
+def training_code_version() -> str:
+    """SHA-256 (first 16 hex digits) of the syntax trees of :data:`TRAINING_CODE`, without
+    comments and docstrings: any change to code that could change a trained model changes
+    every model's cache key (so a stale model is never reused), while a reworded comment or
+    docstring does not."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for part in TRAINING_CODE:
+        path = root / part
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            tree = _without_docstrings(ast.parse(file.read_text(encoding="utf-8")))
+            digest.update(file.relative_to(root).as_posix().encode())
+            digest.update(ast.dump(tree).encode())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -46,7 +82,8 @@ class ModelSpec:
     :class:`~fkdlib.training.trainer.TrainConfig` fields; ``method`` names a registered
     training method and ``method_kwargs`` its settings (e.g. the teacher's spec and a loss
     weight); ``init_from`` is the spec of a model whose weights initialise this one (recursive
-    distillation).
+    distillation); ``monitors`` names the statistics recorded in the history after every epoch
+    (e.g. ``"target_angles"``, ArcFace's Fig. 4), which never change the weights.
     """
 
     backbone: str
@@ -58,6 +95,7 @@ class ModelSpec:
     method: str = "classify"
     method_kwargs: dict[str, Any] = field(default_factory=dict)
     init_from: ModelSpec | None = None
+    monitors: tuple[str, ...] = ()
     profile: str = "default"
     name: str = ""
 
@@ -80,11 +118,38 @@ class ModelSpec:
         content = _without_names(self.to_dict())
         content["zoo_format_version"] = ZOO_FORMAT_VERSION
         content["data_version"] = _data_version(self.data)
+        content["code_version"] = training_code_version()
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def replace(self, **changes: Any) -> ModelSpec:
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """Inverse of :meth:`to_dict` (nested ``init_from`` included).
+
+        Raises:
+            ConfigError: ``data`` is not a dict, a required field is missing or an unknown
+                field is present.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"a model spec must be a dict (ModelSpec.to_dict()), got "
+                              f"{type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        required = [name for name, f in fields.items() if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if unknown or missing:
+            raise ConfigError(f"invalid model spec: unknown fields {unknown}, missing fields "
+                              f"{missing}; expected the fields of ModelSpec: "
+                              f"{', '.join(fields)}")
+        values = dict(data)
+        if values.get("init_from") is not None:
+            values["init_from"] = cls.from_dict(values["init_from"])
+        values["monitors"] = tuple(values.get("monitors", ()))
+        return cls(**values)
 
 
 def _is_spec_dict(value: Any) -> bool:
@@ -101,7 +166,7 @@ def _without_names(value: Any) -> Any:
 
 
 def _data_version(data: dict[str, Any]) -> str:
-    from .data import dataset_version
+    from ..data import dataset_version
 
     return dataset_version(data)
 
@@ -122,31 +187,10 @@ class TrainedModel:
         return self.spec.key
 
 
-MethodBuilder = Callable[..., nn.Module]
-_METHODS: dict[str, MethodBuilder] = {}
-
-
-def register_method(name: str) -> Callable[[MethodBuilder], MethodBuilder]:
-    """Register ``builder(spec, backbone, head, device, cache_dir) -> task`` for
-    ``ModelSpec.method`` (``cache_dir`` is the zoo folder, for builders that need a teacher)."""
-    def decorator(builder: MethodBuilder) -> MethodBuilder:
-        if name in _METHODS and _METHODS[name] is not builder:
-            raise ConfigError(f"training method {name!r} is already registered")
-        _METHODS[name] = builder
-        return builder
-    return decorator
-
-
-@register_method("classify")
-def _classification(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
-                    device: torch.device, cache_dir: str | Path = DEFAULT_CACHE_DIR) -> nn.Module:
-    return ClassificationTask(backbone, head)
-
-
 def build_untrained(spec: ModelSpec, num_classes: int) -> tuple[nn.Module, nn.Module]:
     """Fresh backbone and head for a spec (seeded from ``spec.train['seed']``)."""
-    from .heads import create_head
-    from .models import create_model
+    from ..heads import create_head
+    from ..models import create_model
 
     torch.manual_seed(int(spec.train.get("seed", 0)))
     backbone = create_model(spec.backbone, **spec.backbone_kwargs)
@@ -199,13 +243,12 @@ def get_or_train(spec: ModelSpec, cache_dir: str | Path = DEFAULT_CACHE_DIR,
                  device: torch.device | str = "cpu", retrain: bool = False,
                  log: Callable[[str], None] = print) -> TrainedModel:
     """Return the trained model for ``spec``, training it only if no valid cache entry exists."""
-    from .data import build_dataset
+    from ..data import build_dataset
+    from .methods import METHODS
 
-    if spec.method not in _METHODS:
-        from .distill import methods  # noqa: F401  (registers the distillation methods)
-    if spec.method not in _METHODS:
-        raise ConfigError(f"unknown training method {spec.method!r}; registered: "
-                          f"{', '.join(sorted(_METHODS))}")
+    builder = METHODS.get(spec.method)
+    for monitor in spec.monitors:
+        MONITORS.get(monitor)
     device = torch.device(device)
     entry = Path(cache_dir) / spec.key
     train_set = build_dataset(spec.data)
@@ -227,15 +270,12 @@ def get_or_train(spec: ModelSpec, cache_dir: str | Path = DEFAULT_CACHE_DIR,
         backbone.load_state_dict(parent.backbone.state_dict())
         if parent.head.state_dict().keys() == head.state_dict().keys():
             head.load_state_dict(parent.head.state_dict())
-    task = _METHODS[spec.method](spec, backbone, head, device, cache_dir)
+    task = builder(spec, backbone, head, device, cache_dir)
     resuming = (entry / "checkpoints" / "last.pt").exists()
     log(f"[zoo] {label}: {'resuming an interrupted training' if resuming else 'training'} "
         f"({spec.key})")
-    callbacks = []
-    if hasattr(train_set, "images_u8"):
-        # θ_y statistics per epoch (ArcFace Fig. 4), cached with the model's history
-        callbacks.append(TargetAngleMonitor.from_dataset(train_set,
-                                                         seed=int(spec.train.get("seed", 0))))
+    callbacks = [MONITORS.create(name, train_set, seed=int(spec.train.get("seed", 0)))
+                 for name in spec.monitors]
     trainer = Trainer(task, TrainConfig(**spec.train), checkpoint_dir=entry / "checkpoints",
                       callbacks=callbacks, device=device)
     history = trainer.fit(train_set, resume=True)
@@ -243,3 +283,11 @@ def get_or_train(spec: ModelSpec, cache_dir: str | Path = DEFAULT_CACHE_DIR,
     _write_entry(entry, spec, backbone, head, history)
     shutil.rmtree(entry / "checkpoints", ignore_errors=True)
     return TrainedModel(spec, backbone, head, history, entry, from_cache=False)
+
+
+def train_all(specs: Mapping[str, ModelSpec], cache_dir: str | Path = DEFAULT_CACHE_DIR,
+              device: torch.device | str = "cpu", log: Callable[[str], None] = print
+              ) -> dict[str, TrainedModel]:
+    """Train (or load from the zoo) every spec, in order, keyed as ``specs`` is."""
+    return {name: get_or_train(spec, cache_dir=cache_dir, device=device, log=log)
+            for name, spec in specs.items()}

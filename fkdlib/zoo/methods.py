@@ -1,5 +1,11 @@
-"""Zoo training methods for distilled students, so that a distilled model is a plain
-:class:`~fkdlib.zoo.ModelSpec` (and is cached like any other model).
+"""Training methods of the model zoo: how a :class:`~fkdlib.zoo.ModelSpec` becomes a task for
+the :class:`~fkdlib.training.trainer.Trainer`, so that a distilled student is a plain spec
+(and is cached like any other model).
+
+Builders are registered in :data:`METHODS` as ``builder(spec, backbone, head, device,
+cache_dir) -> task``.
+
+``method="classify"``: the backbone and its margin head trained with cross-entropy.
 
 ``method="distill"``, ``method_kwargs``:
 
@@ -20,25 +26,28 @@ spec whose images are used without labels) and the
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..distill.angular import ANGULAR_WEIGHT
+from ..distill.at import AT_WEIGHT
+from ..distill.base import Distiller, create_loss, list_losses
+from ..distill.fitnet import FITNET_WEIGHT
+from ..distill.icd import FCD_WEIGHT, ICD_WEIGHT
+from ..distill.kd import KD_WEIGHT
+from ..distill.pkt import PKT_WEIGHT
+from ..distill.rkd import RKD_WEIGHT
+from ..distill.srrl import SRRL_WEIGHT
+from ..distill.unlabeled import UnlabeledMixupDistiller
 from ..errors import ConfigError
-from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, get_or_train, register_method
-from .angular import ANGULAR_WEIGHT
-from .at import AT_WEIGHT
-from .base import Distiller, create_loss, list_losses
-from .fitnet import FITNET_WEIGHT
-from .icd import FCD_WEIGHT, ICD_WEIGHT
-from .kd import KD_WEIGHT
-from .pkt import PKT_WEIGHT
-from .rkd import RKD_WEIGHT
-from .srrl import SRRL_WEIGHT
-from .unlabeled import UnlabeledMixupDistiller
+from ..registry import Registry
+from ..training.trainer import ClassificationTask
+from .cache import DEFAULT_CACHE_DIR, ModelSpec, get_or_train
+
+METHODS: Registry = Registry("training method")
 
 DEFAULT_WEIGHTS: dict[str, float] = {
     "angular": ANGULAR_WEIGHT, "kd": KD_WEIGHT, "fitnet": FITNET_WEIGHT, "at": AT_WEIGHT,
@@ -47,29 +56,6 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 _DISTILL_KEYS = {"teacher", "losses", "ce_weight"}
 _UNLABELED_KEYS = {"unlabeled", "unlabeled_weight", "mixup_weight", "mixup_alpha",
                    "temperature", "seed"}
-
-
-def spec_from_dict(data: dict[str, Any]) -> ModelSpec:
-    """Inverse of ``ModelSpec.to_dict()`` (nested ``init_from`` included).
-
-    Raises:
-        ConfigError: a required field is missing or an unknown field is present.
-    """
-    if not isinstance(data, dict):
-        raise ConfigError(f"a model spec must be a dict (ModelSpec.to_dict()), got "
-                          f"{type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(ModelSpec)}
-    unknown = sorted(set(data) - set(fields))
-    required = [name for name, f in fields.items() if f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING]
-    missing = [name for name in required if name not in data]
-    if unknown or missing:
-        raise ConfigError(f"invalid model spec: unknown fields {unknown}, missing fields "
-                          f"{missing}; expected the fields of ModelSpec: {', '.join(fields)}")
-    values = dict(data)
-    if values.get("init_from") is not None:
-        values["init_from"] = spec_from_dict(values["init_from"])
-    return ModelSpec(**values)
 
 
 def _check_keys(spec: ModelSpec, allowed: set[str]) -> dict[str, Any]:
@@ -121,10 +107,18 @@ def build_losses(entries: list[dict[str, Any]], student_backbone: nn.Module,
 
 
 def _teacher(kwargs: dict[str, Any], device: torch.device, cache_dir: str | Path):
-    return get_or_train(spec_from_dict(kwargs["teacher"]), cache_dir, device)
+    return get_or_train(ModelSpec.from_dict(kwargs["teacher"]), cache_dir, device)
 
 
-@register_method("distill")
+@METHODS.register("classify")
+def build_classifier(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
+                     device: torch.device, cache_dir: str | Path = DEFAULT_CACHE_DIR
+                     ) -> ClassificationTask:
+    """Zoo builder: backbone + head with cross-entropy (ArcFace Eq. 3 family)."""
+    return ClassificationTask(backbone, head)
+
+
+@METHODS.register("distill")
 def build_distiller(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
                     device: torch.device, cache_dir: str | Path = DEFAULT_CACHE_DIR
                     ) -> Distiller:
@@ -137,7 +131,7 @@ def build_distiller(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
                      kwargs.get("ce_weight", 1.0))
 
 
-@register_method("distill_unlabeled")
+@METHODS.register("distill_unlabeled")
 def build_unlabeled_distiller(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
                               device: torch.device, cache_dir: str | Path = DEFAULT_CACHE_DIR
                               ) -> UnlabeledMixupDistiller:

@@ -1,4 +1,4 @@
-"""Zoo methods "distill" / "distill_unlabeled", spec_from_dict, recursive generations."""
+"""Zoo methods "distill" / "distill_unlabeled", ModelSpec.from_dict, recursive generations."""
 
 import numpy as np
 import pandas as pd
@@ -7,9 +7,8 @@ import torch
 
 import fkdlib.data
 from fkdlib import zoo
-from fkdlib.distill import (
-    Distiller, UnlabeledMixupDistiller, recursive_specs, spec_from_dict, train_generations)
-from fkdlib.distill.methods import build_distiller, build_unlabeled_distiller
+from fkdlib.distill import Distiller, UnlabeledMixupDistiller
+from fkdlib.zoo import METHODS, build_distiller, build_unlabeled_distiller, recursive_specs, train_all
 from fkdlib.errors import ConfigError
 from fkdlib.training.trainer import ClassificationTask
 from fkdlib.zoo import ModelSpec, get_or_train
@@ -56,14 +55,14 @@ def _student(tmp_path, losses, **extra):
 
 def test_spec_from_dict_round_trips_nested_specs():
     spec = _spec(init_from=_spec(name="parent", train={"epochs": 2, "batch_size": 4}))
-    again = spec_from_dict(spec.to_dict())
+    again = ModelSpec.from_dict(spec.to_dict())
     assert again == spec and again.key == spec.key and again.init_from.name == "parent"
     with pytest.raises(ConfigError, match=r"unknown fields \['colour'\]"):
-        spec_from_dict(spec.to_dict() | {"colour": "red"})
+        ModelSpec.from_dict(spec.to_dict() | {"colour": "red"})
     broken = spec.to_dict()
     del broken["backbone"]
     with pytest.raises(ConfigError, match=r"missing fields \['backbone'\]"):
-        spec_from_dict(broken)
+        ModelSpec.from_dict(broken)
 
 
 def test_distill_method_trains_a_student_from_a_cached_teacher(tmp_path, tiny_data):
@@ -128,7 +127,7 @@ def test_recursive_specs_chain_generations():
     assert len({s.key for s in specs}) == 3
     assert specs[2].replace(init_from=None, name="student") == student
     with_teacher = recursive_specs(student, 2, recursive_teacher=True)
-    teachers = [spec_from_dict(s.method_kwargs["teacher"]) for s in with_teacher]
+    teachers = [ModelSpec.from_dict(s.method_kwargs["teacher"]) for s in with_teacher]
     assert teachers[1].init_from == teachers[0] and teachers[2].init_from == teachers[1]
     assert teachers[2].name == "teacher-gen2"
     with pytest.raises(ConfigError, match=">= 0"):
@@ -145,9 +144,10 @@ def test_each_generation_starts_from_the_previous_ones_weights(tmp_path, tiny_da
         initial_states.append({k: v.clone() for k, v in backbone.state_dict().items()})
         return ClassificationTask(backbone, head)
 
-    monkeypatch.setitem(zoo._METHODS, "record", recording_builder)
+    monkeypatch.setitem(METHODS._entries, "record", recording_builder)
+    monkeypatch.setitem(METHODS._metadata, "record", {})
     specs = recursive_specs(_spec(method="record"), 2)
-    models = train_generations(specs, tmp_path)
+    models = list(train_all(dict(enumerate(specs)), tmp_path).values())
     assert len(models) == 3 and len(initial_states) == 3
     for generation in (1, 2):
         parent = models[generation - 1].backbone.state_dict()
@@ -155,5 +155,5 @@ def test_each_generation_starts_from_the_previous_ones_weights(tmp_path, tiny_da
         assert all(torch.equal(start[k], parent[k]) for k in parent)
         trained = models[generation].backbone.state_dict()
         assert not torch.equal(trained["conv1.weight"], parent["conv1.weight"])
-    again = train_generations(specs, tmp_path)
+    again = list(train_all(dict(enumerate(specs)), tmp_path).values())
     assert all(model.from_cache for model in again) and len(initial_states) == 3

@@ -1,0 +1,59 @@
+"""Paired comparisons of two models' scores on the same pairs of a benchmark protocol."""
+
+import numpy as np
+import pytest
+
+from fkdlib.errors import ConfigError
+from fkdlib.evaluation import tar_at_far
+from fkdlib.evaluation.benchmark import Evaluation, closeness_bootstrap, stratified_mean_bootstrap
+
+
+def _evaluation(name, positive, negative, protocol="ijb"):
+    scores = np.concatenate([positive, negative])
+    issame = np.concatenate([np.ones(len(positive), bool), np.zeros(len(negative), bool)])
+    tar = {far: float(tar_at_far(scores, issame, far=far)) for far in (1e-4, 1e-3)}
+    return Evaluation(name, {}, {protocol: scores}, {protocol: issame}, {protocol: tar}, {})
+
+
+def test_stratified_bootstrap_within_one_class_and_subsampling():
+    rng = np.random.default_rng(0)
+    pos, neg = rng.uniform(0.3, 0.9, 200), rng.uniform(-0.3, 0.3, 5000)
+    a = _evaluation("a", pos, neg)
+    b = _evaluation("b", pos - 0.1, neg + 0.02)
+    shift = stratified_mean_bootstrap(a, b, "ijb", True, n_boot=200)
+    # a constant shift of every positive pair: every resample's difference is exactly 0.1
+    assert (shift.effect, shift.ci_low, shift.ci_high) == pytest.approx((0.1, 0.1, 0.1))
+    noisy = _evaluation("c", pos, neg + rng.normal(0, 0.05, neg.size))
+    full = stratified_mean_bootstrap(noisy, a, "ijb", False, n_boot=200)
+    assert full.effect == pytest.approx(np.mean(noisy.negatives("ijb") - neg))
+    sample = stratified_mean_bootstrap(noisy, a, "ijb", False, n_boot=200, seed=4,
+                                           max_pairs=300)
+    rows = np.sort(np.random.default_rng(4).choice(np.arange(200, 5200), size=300,
+                                                   replace=False))
+    assert sample.effect == pytest.approx(np.mean(noisy.scores["ijb"][rows]
+                                                  - a.scores["ijb"][rows]))
+    assert sample.ci_high - sample.ci_low > full.ci_high - full.ci_low
+    empty = _evaluation("d", np.array([]), neg)
+    with pytest.raises(ConfigError, match="no positive pairs"):
+        stratified_mean_bootstrap(empty, empty, "ijb", True, n_boot=10)
+
+
+def test_closeness_is_the_change_in_distance_to_the_reference():
+    rng = np.random.default_rng(3)
+    pos, neg = rng.uniform(0.4, 0.9, 300), rng.uniform(-0.2, 0.2, 1000)
+    teacher = _evaluation("T", pos, neg)
+    above = _evaluation("FCD", pos + 0.1, neg)
+    # ICD lowering the positives toward a teacher that sits below: closer, though not higher
+    toward = closeness_bootstrap(_evaluation("ICD", pos + 0.04, neg), above, teacher, "ijb",
+                                     n_boot=100)
+    assert (toward.effect, toward.ci_low, toward.ci_high) == pytest.approx((-0.06,) * 3)
+    # overshooting the teacher by more than the baseline missed it: farther
+    past = closeness_bootstrap(_evaluation("ICD", pos - 0.15, neg), above, teacher, "ijb",
+                                   n_boot=100)
+    assert past.effect == pytest.approx(0.05)
+    noisy = _evaluation("ICD", pos + rng.normal(0, 0.05, pos.size), neg)
+    result = closeness_bootstrap(noisy, above, teacher, "ijb", n_boot=200)
+    differences = noisy.positives("ijb") - pos
+    assert result.effect == pytest.approx(abs(differences.mean()) - 0.1)
+    assert result.ci_low <= result.effect <= result.ci_high
+

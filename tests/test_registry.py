@@ -1,0 +1,54 @@
+"""The one Registry behind models, heads, losses, training methods, dataset kinds, monitors."""
+
+import pytest
+
+from fkdlib.errors import ConfigError
+from fkdlib.registry import Registry
+
+
+def test_register_create_and_metadata():
+    losses = Registry("distillation loss", skip=2)
+
+    @losses.register("kd", default_weight=0.9)
+    def kd(student, teacher, temperature: float = 4.0):
+        return ("kd", student, teacher, temperature)
+
+    @losses.register("fitnet", default_weight=100.0)
+    class FitNet:
+        def __init__(self, student, teacher, stage: str = "layer3"):
+            self.stage = stage
+
+    assert losses.names() == ["fitnet", "kd"]
+    assert "kd" in losses and "at" not in losses and len(losses) == 2
+    assert losses.create("kd", "s", "t", temperature=2.0) == ("kd", "s", "t", 2.0)
+    assert losses.create("fitnet", "s", "t", stage="layer2").stage == "layer2"
+    assert losses.options("kd") == ["temperature"]
+    assert losses.options("fitnet") == ["stage"]
+    assert losses.metadata("kd") == {"default_weight": 0.9}
+    assert losses.table("default_weight") == {"fitnet": 100.0, "kd": 0.9}
+
+
+def test_errors_name_the_problem_and_the_alternatives():
+    models = Registry("model")
+
+    @models.register()
+    def tiny(*, width: float = 1.0):
+        return width
+
+    with pytest.raises(ConfigError, match=r"unknown model 'tinny'; known: tiny"):
+        models.create("tinny")
+    with pytest.raises(ConfigError, match=r"invalid options \['widht'\] for model 'tiny'.*"
+                                          r"accepts: width"):
+        models.create("tiny", widht=2)
+    with pytest.raises(ConfigError, match="already registered"):
+        models.add("tiny", lambda: None)
+    # registering the same object twice is harmless (a module imported again)
+    assert models.add("tiny", tiny) is tiny
+    assert models.create("tiny", width=0.5) == 0.5
+
+
+def test_metadata_is_a_copy():
+    kinds = Registry("dataset kind")
+    kinds.add("synthface", dict, version="1")
+    kinds.metadata("synthface")["version"] = "changed"
+    assert kinds.metadata("synthface") == {"version": "1"}
