@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (sub-commands are added by their own modules)."""
     from .data.formats.cli import add_convert_parser
     from .data.synthface.cli import add_synth_parser
-    from .models.cli import add_profile_model_parser
+    from .evaluation.cli import add_profile_model_parser
     from .reproduce import add_reproduce_parser
 
     parser = argparse.ArgumentParser(

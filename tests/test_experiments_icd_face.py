@@ -12,13 +12,12 @@ import torch
 from fkdlib.distill.icd import FeatureBank
 from fkdlib.errors import ConfigError
 from fkdlib.evaluation import count_parameters, tar_at_far
-from fkdlib.evaluation.similarity import BootstrapResult
 from fkdlib.experiments import icd_face as exp
 from fkdlib.evaluation.benchmark import Evaluation, FaceBenchmark, synthface_data_spec
 from fkdlib.zoo import teacher_spec
 from fkdlib.models import create_model
 from fkdlib.profiles import get_profile
-from fkdlib.report.claims import verdict
+from fkdlib.report.claims import claims_beside_paper
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +34,6 @@ def _evaluation(name, positive, negative, protocol="ijb"):
     tar = {far: float(tar_at_far(scores, issame, far=far)) for far in (1e-5, 1e-4, 1e-3, 1e-2,
                                                                       1e-1)}
     return Evaluation(name, {}, {protocol: scores}, {protocol: issame}, {protocol: tar}, {})
-
-
-def _bootstrap(effect, low, high):
-    return BootstrapResult(effect, low, high, 0.01, 100, 100, 0.95)
 
 
 # ----------------------------------------------------------------------------- specs
@@ -111,7 +106,7 @@ def test_model_sizes_match_the_networks_and_the_published_counts(bench):
     assert ours.loc[("student", "mobilefacenet"), "params (M)"] == pytest.approx(
         count_parameters(student) / 1e6)
     paper = sizes.xs("112 px, 512-d", level="input")
-    # PAPERS.md reference sizes: IResNet-50 43.59M / 6.31 GMACs, MobileFaceNet 2.06M / 0.44
+    # insightface_model_sizes: IResNet-50 43.59M / 6.31 GMACs, MobileFaceNet 2.06M / 0.44
     assert paper.loc[("teacher", "iresnet50"), "params (M)"] == pytest.approx(43.59, rel=0.01)
     assert paper.loc[("teacher", "iresnet50"), "MMACs"] == pytest.approx(6310, rel=0.01)
     assert paper.loc[("student", "mobilefacenet"), "params (M)"] == pytest.approx(2.06, rel=0.01)
@@ -129,40 +124,6 @@ def test_bank_memory_at_the_paper_scale():
     assert set(table["dtype"]) == {"float16"}
     small = exp.bank_memory([3], num_classes=10, dim=4, dtype=torch.float32)
     assert small.loc[0, "bytes per bank"] == 10 * 3 * 4 * 4 + 10 * 8 + 10 * 3
-
-
-# ----------------------------------------------------------------------------- evidence
-
-
-@pytest.mark.parametrize("low, high, expected", [
-    (-0.01, 0.02, "holds"), (0.03, 0.07, "not significant"), (0.06, 0.09, "contradicted"),
-    (-0.09, -0.06, "contradicted"), (-0.04, -0.01, "holds"), (-0.06, 0.01, "not significant"),
-])
-def test_equivalence_interval_is_the_range_of_abs_difference(low, high, expected):
-    margin = 0.05
-    evidence = exp.equivalence_evidence(_bootstrap((low + high) / 2, low, high), margin, "x")
-    grid = np.abs(np.linspace(low, high, 100_001)) - margin  # brute force over Δ's interval
-    assert evidence["ci_low"] == pytest.approx(grid.min(), abs=1e-6)
-    assert evidence["ci_high"] == pytest.approx(grid.max(), abs=1e-12)
-    assert evidence["effect"] == pytest.approx(abs((low + high) / 2) - margin)
-    assert verdict("less", evidence["ci_low"], evidence["ci_high"]) == expected
-
-
-def test_equivalence_keeps_an_undefined_interval_undefined_and_checks_the_margin():
-    evidence = exp.equivalence_evidence(_bootstrap(0.1, math.nan, math.nan), 0.05, "x")
-    assert math.isnan(evidence["ci_low"]) and math.isnan(evidence["ci_high"])
-    with pytest.raises(ConfigError, match="margin"):
-        exp.equivalence_evidence(_bootstrap(0.0, -1, 1), 0.0, "x")
-
-
-def test_shifted_evidence_moves_effect_and_interval():
-    evidence = exp.shifted_evidence(_bootstrap(-0.15, -0.2, -0.1), 0.05, "x")
-    assert (evidence["effect"], evidence["ci_low"], evidence["ci_high"]) == pytest.approx(
-        (-0.1, -0.15, -0.05))
-    assert verdict("less", evidence["ci_low"], evidence["ci_high"]) == "holds"
-    # lower, but not by more than the margin
-    weak = exp.shifted_evidence(_bootstrap(-0.05, -0.08, -0.02), 0.05, "x")
-    assert verdict("less", weak["ci_low"], weak["ci_high"]) == "not significant"
 
 
 # ----------------------------------------------------------------------------- tables
@@ -207,10 +168,10 @@ def test_tar_table_reads_every_far():
 
 
 def test_claims_hold_on_the_papers_pattern_and_fail_when_it_is_absent():
-    claims = exp.register_claims()
+    claims = exp.claims()
     assert [claim.id for claim in claims] == ["FCD:neg-match", "FCD:pos-lower",
                                              "ICD:pos-higher", "ICD:pos-closer", "ICD:TAR"]
-    frame = exp.evaluate_claims(claims, _four_methods(), n_boot=200, assess=True)
+    frame = exp.check_claims(_four_methods(), n_boot=200, assess=True)
     assert dict(zip(frame.id, frame.status)) == {
         "FCD:neg-match": "holds", "FCD:pos-lower": "holds", "ICD:pos-higher": "holds",
         "ICD:pos-closer": "holds", "ICD:TAR": "holds"}
@@ -224,25 +185,23 @@ def test_claims_hold_on_the_papers_pattern_and_fail_when_it_is_absent():
     expected_tar = ev["FCD+ICD"].tar["ijb"][1e-4] - ev["FCD"].tar["ijb"][1e-4]
     assert row.loc["ICD:TAR", "effect"] == pytest.approx(expected_tar)
 
-    shifted = exp.evaluate_claims(exp.register_claims(),
-                                  _four_methods(fcd_negative_shift=0.12, icd_gain=-0.05),
-                                  n_boot=200, assess=True)
+    shifted = exp.check_claims(_four_methods(fcd_negative_shift=0.12, icd_gain=-0.05),
+                               n_boot=200, assess=True)
     assert dict(zip(shifted.id, shifted.status)) == {
         "FCD:neg-match": "contradicted", "FCD:pos-lower": "holds",
         "ICD:pos-higher": "contradicted", "ICD:pos-closer": "contradicted",
         "ICD:TAR": "contradicted"}
-    smoke = exp.evaluate_claims(exp.register_claims(), _four_methods(), n_boot=50,
-                                assess=False)
+    smoke = exp.check_claims(_four_methods(), n_boot=50, assess=False)
     assert set(smoke.status) == {"not assessed"}
     with pytest.raises(ConfigError, match="missing FCD"):
-        exp.evaluate_claims(exp.register_claims(), {k: v for k, v in _four_methods().items()
-                                                    if k != "FCD"}, n_boot=10, assess=True)
+        exp.check_claims({k: v for k, v in _four_methods().items() if k != "FCD"}, n_boot=10,
+                         assess=True)
 
 
 def test_paper_side_covers_every_claim():
-    claims = exp.register_claims()
-    frame = exp.evaluate_claims(claims, _four_methods(), n_boot=50, assess=False)
-    beside = exp.claims_beside_paper(frame)
+    claims = exp.claims()
+    frame = exp.check_claims(_four_methods(), n_boot=50, assess=False)
+    beside = claims_beside_paper(claims, frame)
     assert list(beside.id) == [claim.id for claim in claims]
     assert beside["paper says"].str.len().min() > 40 and beside["where"].str.contains(
         "ICD-Face").all()

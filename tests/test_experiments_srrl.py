@@ -208,9 +208,8 @@ def test_claims_compare_the_right_rows(face_study):
         kl=kl, ce=kl, l2=distance, clusters=clusters,
         nmi={row: normalized_mutual_info_score(labels, c) for row, c in clusters.items()},
         test_labels=labels)
-    claims = srrl.register_claims(face_study)
-    table = srrl.evaluate_claims(claims, face_study, evaluations, representation, n_boot=300,
-                                 assess=True).set_index("id")
+    table = srrl.check_claims(face_study, evaluations, representation, n_boot=300,
+                              assess=True).set_index("id")
     assert len(table) == 13
     hits = {row: 100 * (draw < rate) for row, rate in rates.items()}
     assert table.loc["L_SR>L_FM", "effect"] == pytest.approx(hits["L_SR"].mean()
@@ -242,8 +241,8 @@ def test_cifar_study_trains_and_fills_table_4_2(cifar_root, tmp_path):
                                   "split": "train"}
     assert study.teacher.train["grad_clip"] is None and study.teacher.train["lr"] == 0.05
     rows = ["Student", "L_FM+L_SR", "L_FM @ layer1"]
-    models = srrl.train_rows(study, rows, cache_dir=tmp_path, log=lambda _: None)
-    evaluations = srrl.evaluate_rows(study, models)
+    models = srrl.train(study, cache_dir=tmp_path, names=rows, log=lambda _: None)
+    evaluations = srrl.evaluate(models, study)
     table = srrl.table_4_2(study, evaluations).set_index("row")
     assert list(table.index) == ["Student", "L_FM+L_SR", "L_FM @ layer1", "Teacher"]
     assert table.loc["L_FM @ layer1", "thesis row"] == "L_FM+L_SR @ conv2"

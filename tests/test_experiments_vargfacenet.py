@@ -259,9 +259,8 @@ def test_accuracy_vs_cost_prices_distilled_models_as_vargfacenet(evaluations):
 
 
 def test_claims_follow_the_evidence(evaluations):
-    claims = exp.register_claims()
-    table = exp.evaluate_claims(claims, evaluations, complexity_frame(), n_boot=200,
-                                assess=True).set_index("id")
+    table = exp.check_claims(evaluations, complexity_frame(), n_boot=200,
+                             assess=True).set_index("id")
     assert table.loc["VarGFaceNet<IR50:params", "effect"] == pytest.approx(0.19 - 0.52)
     assert table.loc["depthwise<VarGFaceNet:FLOPs", "effect"] == pytest.approx(1.0 - 2.8)
     exact = table.loc[["VarGFaceNet<IR50:params", "VarGFaceNet<IR50:FLOPs",
@@ -275,12 +274,13 @@ def test_claims_follow_the_evidence(evaluations):
     # swap the roles: the depthwise net better than VarGFaceNet contradicts the claim
     swapped = dict(evaluations)
     swapped[exp.DEPTHWISE], swapped[exp.STUDENT] = evaluations[GEN[1]], evaluations[exp.DEPTHWISE]
-    again = exp.evaluate_claims(exp.register_claims(), swapped, complexity_frame(), n_boot=200,
-                                assess=True).set_index("id")
+    again = exp.check_claims(swapped, complexity_frame(), n_boot=200,
+                             assess=True).set_index("id")
     assert again.loc["depthwise<VarGFaceNet:LFW", "status"] == "contradicted"
-    smoke = exp.evaluate_claims(exp.register_claims(), evaluations, complexity_frame(),
-                                n_boot=50, assess=False)
+    smoke = exp.check_claims(evaluations, complexity_frame(), n_boot=50, assess=False)
     assert set(smoke.status) == {"not assessed"} and len(smoke) == 10
+    # the paper's own effect, from its stored tables: generation 1 − 0 on LFW, as a fraction
+    assert table.loc["gen1>gen0:LFW", "paper_effect"] == pytest.approx((99.783 - 99.683) / 100)
 
 
 def _best_accuracy(ev: Evaluation) -> float:
@@ -297,7 +297,7 @@ def test_model_colors_are_distinct_and_unknown_names_fail():
 
 
 def test_unknown_backbone_is_refused(bench):
-    with pytest.raises(ConfigError, match="unknown backbone"):
-        exp.train_backbones(bench, names=["ResNet-1000"])
+    with pytest.raises(ConfigError, match="unknown model"):
+        exp.train(bench, names=["ResNet-1000"])
     with pytest.raises(ConfigError, match="unknown backbone"):
         exp.complexity_table({"ResNet-1000": {"input_size": 32}})

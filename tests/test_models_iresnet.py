@@ -1,4 +1,4 @@
-"""IResNet against PAPERS.md's reference sizes, closed-form counts and hand-computed blocks."""
+"""IResNet against insightface's reference sizes, closed-form counts and hand-computed blocks."""
 
 import pytest
 import torch
@@ -16,7 +16,7 @@ DEPTHS = {
     "iresnet50": (3, 4, 14, 3),
     "iresnet100": (3, 13, 30, 3),
 }
-# PAPERS.md section 01: computed from insightface's code at 112x112, 512-d.
+# insightface_model_sizes: computed from insightface's code at 112x112, 512-d.
 REFERENCE_PARAMS_M = {"iresnet18": 24.03, "iresnet34": 34.14, "iresnet50": 43.59,
                       "iresnet100": 65.16}
 REFERENCE_GMACS = {"iresnet18": 2.61, "iresnet34": 4.46, "iresnet50": 6.31, "iresnet100": 12.09}

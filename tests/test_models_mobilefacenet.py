@@ -47,7 +47,7 @@ def closed_form_counts(scale, input_size, width, embedding):
 @pytest.mark.parametrize(
     "name, params_m, gmacs",
     [
-        ("mobilefacenet", 2.06, 0.44),          # PAPERS.md section 01 (insightface)
+        ("mobilefacenet", 2.06, 0.44),          # insightface_model_sizes
         ("mobilefacenet_thesis", 1.2, None),    # thesis text beside Table 4.12: "(1.2M)"
     ],
 )

@@ -18,7 +18,7 @@ from fkdlib.models.layers import (
 )
 from fkdlib.models.vargfacenet import VarGFaceNet
 
-# VarGFaceNet paper (Yan et al., ICCVW 2019) at 112x112, 512-d (PAPERS.md, section 02).
+# VarGFaceNet paper (Yan et al., ICCVW 2019) at 112x112, 512-d (Table 1).
 PAPER_PARAMS_M = {True: 5.20, False: 4.96}  # with / without SE
 PAPER_GFLOPS = 1.02  # 0.51 G multiply-adds, counting 2 FLOPs per multiply-add
 
@@ -161,7 +161,7 @@ def test_every_variable_group_conv_has_input_channels_over_s_groups(group_size):
     assert all(m.groups * group_size == m.in_channels for m in convs)
     if group_size == 8:
         # Head block on 40 channels: 5 groups; stage 3's down block reads 160 channels: 20
-        # groups; the embedding's 7x7 conv: 1024 / 8 = 128 groups (PAPERS.md).
+        # groups; the embedding's 7x7 conv: 1024 / 8 = 128 groups (the paper's Fig. 1).
         assert model.layer1.sep1.group_conv.groups == 5
         assert model.layer4[0].branch1.group_conv.groups == 20
         assert model.embed_group_conv.groups == 128

@@ -1,3 +1,5 @@
+"""Claims declared once and checked by one evaluator: verdicts, bounds, equivalence, tests."""
+
 import math
 from dataclasses import dataclass
 
@@ -6,7 +8,9 @@ import pandas as pd
 import pytest
 
 from fkdlib.errors import ConfigError
-from fkdlib.report.claims import COLUMNS, Claim, ClaimSet, Evidence, verdict
+from fkdlib.report.claims import (
+    COLUMNS, Claim, Evidence, best_of, check_claim, claims_beside_paper, evaluate_claims, rival,
+    save_claims, verdict)
 
 
 @dataclass
@@ -20,8 +24,12 @@ class BootstrapLike:
     n_boot: int
 
 
-def claim(direction, id="c"):
-    return Claim(id, "ArcFace beats Softmax", "ArcFace Table 2", "accuracy (%)", direction)
+def claim(direction="greater", id="c", **fields):
+    options = {"margin": 0.05} if direction == "equivalent" else {}
+    options.update(fields)
+    test = options.pop("test", "pairs:accuracy")
+    return Claim(id, "ArcFace beats Softmax", "ArcFace Table 2", "accuracy (%)", test,
+                 ("ArcFace", "Softmax"), "lfw", direction, **options)
 
 
 @pytest.mark.parametrize("direction,low,high,status", [
@@ -40,76 +48,139 @@ def claim(direction, id="c"):
 ])
 def test_every_status_branch(direction, low, high, status):
     assert verdict(direction, low, high) == status
-    result = claim(direction).evaluate({"effect": (low + high) / 2, "ci_low": low, "ci_high": high})
+    result = check_claim(claim(direction), Evidence((low + high) / 2, low, high))
     assert result.status == status
     assert result.effect == pytest.approx((low + high) / 2)
 
 
+def test_a_bound_shifts_effect_and_interval():
+    """"Lower by more than 0.05": the effect is measured from the bound −0.05."""
+    lower = claim("less", bound=-0.05)
+    result = check_claim(lower, Evidence(-0.15, -0.2, -0.1))
+    assert (result.effect, result.ci_low, result.ci_high) == pytest.approx((-0.1, -0.15, -0.05))
+    assert result.status == "holds"
+    # lower, but not by more than the bound
+    assert check_claim(lower, Evidence(-0.05, -0.08, -0.02)).status == "not significant"
+
+
+@pytest.mark.parametrize("low, high, expected", [
+    (-0.01, 0.02, "holds"), (0.03, 0.07, "not significant"), (0.06, 0.09, "contradicted"),
+    (-0.09, -0.06, "contradicted"), (-0.04, -0.01, "holds"), (-0.06, 0.01, "not significant"),
+])
+def test_equivalence_interval_is_the_range_of_abs_difference(low, high, expected):
+    margin = 0.05
+    result = check_claim(claim("equivalent", margin=margin),
+                         Evidence((low + high) / 2, low, high))
+    grid = np.abs(np.linspace(low, high, 100_001)) - margin  # brute force over Δ's interval
+    assert result.ci_low == pytest.approx(grid.min(), abs=1e-6)
+    assert result.ci_high == pytest.approx(grid.max(), abs=1e-12)
+    assert result.effect == pytest.approx(abs((low + high) / 2) - margin)
+    assert result.status == expected
+    assert "margin ±0.05" in result.evidence
+
+
+def test_equivalence_keeps_an_undefined_interval_undefined_and_needs_a_margin():
+    result = check_claim(claim("equivalent"), Evidence(0.1, math.nan, math.nan))
+    assert math.isnan(result.ci_low) and math.isnan(result.ci_high)
+    assert result.status == "not assessed"
+    with pytest.raises(ConfigError, match="margin must be a finite number > 0"):
+        claim("equivalent", margin=0.0)
+    with pytest.raises(ConfigError, match="needs a margin"):
+        Claim("x", "s", "src", "m", "pairs:accuracy", direction="equivalent")
+    with pytest.raises(ConfigError, match="needs a margin, and only it takes one"):
+        claim("greater", margin=0.1)
+
+
 def test_smoke_profile_records_the_effect_without_a_verdict():
-    result = claim("greater").evaluate(Evidence(1.2, 0.5, 2.0, compared="A - B"), assess=False)
+    result = check_claim(claim(), Evidence(1.2, 0.5, 2.0, compared="A - B"), assess=False)
     assert result.status == "not assessed"
     assert (result.effect, result.ci_low, result.ci_high) == (1.2, 0.5, 2.0)
     assert result.evidence == "A - B; not assessed at this profile"
 
 
 def test_undefined_interval_is_not_assessed():
-    result = claim("greater").evaluate({"effect": float("nan"), "ci_low": float("nan"),
-                                        "ci_high": float("nan")})
+    result = check_claim(claim(), Evidence(math.nan, math.nan, math.nan))
     assert result.status == "not assessed"
     assert "undefined" in result.evidence
 
 
-def test_bootstrap_result_fits_directly():
+def test_one_evidence_type_built_from_a_bootstrap_or_an_exact_count():
     boot = BootstrapLike(effect=0.8, ci_low=0.3, ci_high=1.4, p_value=0.002, n_boot=2000)
-    result = claim("greater").evaluate(boot)
-    assert result.status == "holds" and result.p_value == 0.002
-    assert result.n is None
-    assert result.evidence == "2000 bootstrap resamples"
-
-
-def test_bad_evidence_is_refused_clearly():
-    with pytest.raises(ConfigError, match="lacks ci_high"):
-        claim("greater").evaluate({"effect": 1.0, "ci_low": 0.5})
+    evidence = Evidence.from_bootstrap(boot, "A − B", n=300)
+    result = check_claim(claim(), evidence)
+    assert result.status == "holds" and result.p_value == 0.002 and result.n == 300
+    assert result.evidence == "A − B; n=300; 2000 bootstrap resamples"
+    exact = Evidence.exact(-0.3, "params")
+    assert (exact.effect, exact.ci_low, exact.ci_high) == (-0.3, -0.3, -0.3)
+    assert check_claim(claim("less"), exact).status == "holds"
     with pytest.raises(ConfigError, match="reversed"):
-        claim("greater").evaluate(Evidence(1.0, 2.0, 0.5))
+        Evidence(1.0, 2.0, 0.5)
     with pytest.raises(ConfigError, match="must be a number"):
-        claim("greater").evaluate({"effect": "big", "ci_low": 0.0, "ci_high": 1.0})
+        Evidence("big", 0.0, 1.0)
+    with pytest.raises(ConfigError, match="returned dict; claim tests return Evidence"):
+        check_claim(claim(), {"effect": 1.0, "ci_low": 0.0, "ci_high": 2.0})
 
 
 def test_claims_are_validated():
-    with pytest.raises(ConfigError, match="greater, less, no_greater"):
+    with pytest.raises(ConfigError, match="greater, less, no_greater, equivalent"):
         claim("bigger")
     with pytest.raises(ConfigError, match="statement must be a non-empty string"):
-        Claim("x", " ", "src", "metric", "greater")
+        Claim("x", " ", "src", "metric", "pairs:accuracy")
+    assert claim(test="closeness:Teacher").test_argument == "Teacher"
+    assert claim().test_name == "pairs"
 
 
-def test_claim_set_frame_and_files(tmp_path):
-    claims = ClaimSet()
-    claims.register("margin>softmax", "Every margin beats Softmax", "ArcFace Sec. 3",
-                    "accuracy (%)", "greater")
-    claims.register("al~bl", "AL is not clearly better than BL", "Thesis Table 3.1",
-                    "TAR@FAR=1e-4", "no_greater")
-    claims.register("pending", "Not run yet", "somewhere", "metric", "less")
-    claims.evaluate("margin>softmax", {"effect": 1.5, "ci_low": 0.4, "ci_high": 2.6,
-                                       "p_value": 0.01, "n": 3000, "compared": "ArcFace - Softmax"})
-    claims.evaluate("al~bl", Evidence(0.01, -0.02, 0.04))
-    with pytest.raises(ConfigError, match="already registered"):
-        claims.register("al~bl", "dup", "src", "m", "greater")
-    with pytest.raises(ConfigError, match="no claim 'nope'"):
-        claims.evaluate("nope", Evidence(0, 0, 0))
+def test_rival_is_the_named_model_or_the_best_of_several():
+    scores = {"L_FM": 0.6, "L_SR": 0.7, "KD": 0.2}
+    higher = Claim("x", "s", "src", "m", "t", ("ours", ("L_FM", "L_SR", "KD")))
+    lower = Claim("y", "s", "src", "m", "t", ("ours", ("L_FM", "L_SR", "KD")),
+                  direction="less")
+    assert rival(higher, scores.get) == "L_SR" and rival(lower, scores.get) == "KD"
+    assert best_of(higher, ["KD"], scores.get) == "KD"
+    assert rival(claim()) == "Softmax"
+    with pytest.raises(ConfigError, match="cannot rank"):
+        rival(higher)
+    with pytest.raises(ConfigError, match="needs two models"):
+        rival(Claim("z", "s", "src", "m", "t", ("ours",)))
 
-    frame = claims.to_frame()
+
+def test_one_evaluator_dispatches_on_the_declared_test(tmp_path):
+    calls = []
+
+    def pairs(c):
+        calls.append((c.id, c.test_argument, c.compares, c.protocol))
+        return Evidence(1.5, 0.4, 2.6, p_value=0.01, n=3000, compared="ArcFace - Softmax")
+
+    claims = [
+        Claim("margin>softmax", "Every margin beats Softmax", "ArcFace Sec. 3", "accuracy",
+              "pairs:accuracy", ("ArcFace", "Softmax"), "lfw", paper_effect=0.55,
+              paper_says="ArcFace wins"),
+        Claim("al~bl", "AL is not clearly better than BL", "Thesis Table 3.1",
+              "TAR@FAR=1e-4", "exact", ("AL", "BL"), direction="no_greater"),
+    ]
+    tests = {"pairs": pairs, "exact": lambda c: Evidence.exact(0.01, "AL − BL")}
+    frame = evaluate_claims(claims, tests)
+    assert calls == [("margin>softmax", "accuracy", ("ArcFace", "Softmax"), "lfw")]
     assert tuple(frame.columns) == COLUMNS
-    assert list(frame["status"]) == ["holds", "holds", "not evaluated"]
+    assert list(frame["status"]) == ["holds", "contradicted"]
     assert frame.loc[0, "evidence"] == "ArcFace - Softmax; n=3000"
     assert frame.loc[0, "n"] == 3000 and pd.isna(frame.loc[1, "n"])
-    assert math.isnan(frame.loc[2, "effect"])
+    assert frame.loc[0, "paper_effect"] == 0.55 and math.isnan(frame.loc[1, "paper_effect"])
 
-    paths = claims.save(tmp_path / "claims")
+    beside = claims_beside_paper(claims, frame).set_index("id")
+    assert beside.loc["margin>softmax", "paper says"] == "ArcFace wins"
+    assert beside.loc["al~bl", "paper says"] == "AL is not clearly better than BL"
+
+    with pytest.raises(ConfigError, match="no claim test named 'exact'; available: pairs"):
+        evaluate_claims(claims, {"pairs": pairs})
+    with pytest.raises(ConfigError, match="two claims have the id 'al~bl'"):
+        evaluate_claims([claims[1], claims[1]], tests)
+
+    paths = save_claims(frame, tmp_path / "claims")
     back = pd.read_csv(paths["csv"])
     assert list(back.columns) == list(COLUMNS)
-    np.testing.assert_allclose(back["effect"], [1.5, 0.01, np.nan])
-    np.testing.assert_allclose(back["p_value"], [0.01, np.nan, np.nan])
+    np.testing.assert_allclose(back["effect"], [1.5, 0.01])
+    np.testing.assert_allclose(back["p_value"], [0.01, np.nan])
     markdown = paths["md"].read_text().splitlines()
     assert markdown[0].startswith("| id | statement | source | status | effect | ci_low")
     assert markdown[2].startswith("| margin>softmax | Every margin beats Softmax |")

@@ -16,31 +16,48 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, MissingDataError
+from ..registry import Registry
 
-DATA_KINDS = ("synthface", "recordio", "folder", "cifar")
+DATA_KINDS: Registry = Registry("dataset kind")
+
+
+@DATA_KINDS.register("synthface")
+def _synthface(**options: Any) -> Dataset:
+    from .synthface import SynthFace
+
+    return SynthFace(**options)
+
+
+@DATA_KINDS.register("recordio")
+def _recordio(path: str, **options: Any) -> Dataset:
+    from .formats import RecordIODataset
+
+    return RecordIODataset(path, **options)
+
+
+@DATA_KINDS.register("folder")
+def _folder(path: str, **options: Any) -> Dataset:
+    from .formats import ImageFolderDataset
+
+    return ImageFolderDataset(path, **options)
+
+
+@DATA_KINDS.register("cifar")
+def _cifar(path: str, **options: Any) -> Dataset:
+    from .formats import CIFARDataset
+
+    return CIFARDataset(path, **options)
 
 
 def build_dataset(spec: dict[str, Any]) -> Dataset:
-    """Instantiate the dataset a spec describes."""
+    """Instantiate the dataset a spec describes (its ``kind`` names an entry of
+    :data:`DATA_KINDS`; the other keys are that dataset's arguments)."""
     options = dict(spec)
     kind = options.pop("kind", None)
-    if kind == "synthface":
-        from .synthface import SynthFace
-
-        return SynthFace(**options)
-    if kind == "recordio":
-        from .formats import RecordIODataset
-
-        return RecordIODataset(options.pop("path"), **options)
-    if kind == "folder":
-        from .formats import ImageFolderDataset
-
-        return ImageFolderDataset(options.pop("path"), **options)
-    if kind == "cifar":
-        from .formats import CIFARDataset
-
-        return CIFARDataset(options.pop("path"), **options)
-    raise ConfigError(f"unknown dataset kind {kind!r} in {spec}; expected one of {DATA_KINDS}")
+    if kind not in DATA_KINDS:
+        raise ConfigError(f"unknown dataset kind {kind!r} in {spec}; expected one of "
+                          f"{', '.join(DATA_KINDS.names())}")
+    return DATA_KINDS.get(kind)(**options)
 
 
 def dataset_version(spec: dict[str, Any]) -> str:

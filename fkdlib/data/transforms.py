@@ -1,14 +1,12 @@
 """Image transforms shared by every dataset and the trainer.
 
 Pixel convention (insightface, ArcFace paper profile): ``x = (u8 / 255 - 0.5) / 0.5``, i.e.
-floats in [-1, 1]. Low-resolution inputs (F-SKD) are made by nearest down-sampling to ``r``
-and nearest up-sampling back to the original size.
+floats in [-1, 1].
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def to_float_image(images_u8: torch.Tensor) -> torch.Tensor:
@@ -18,11 +16,6 @@ def to_float_image(images_u8: torch.Tensor) -> torch.Tensor:
     return (images_u8.float() / 255.0 - 0.5) / 0.5
 
 
-def to_uint8_image(images: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`to_float_image` (rounded and clipped)."""
-    return ((images * 0.5 + 0.5) * 255.0).round().clamp_(0, 255).to(torch.uint8)
-
-
 def random_hflip(images: torch.Tensor, generator: torch.Generator | None = None,
                  p: float = 0.5) -> torch.Tensor:
     """Flip each image of a batch horizontally with probability ``p`` (new tensor)."""
@@ -30,12 +23,3 @@ def random_hflip(images: torch.Tensor, generator: torch.Generator | None = None,
     out = images.clone()
     out[flip] = images[flip].flip(-1)
     return out
-
-
-def low_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Nearest down-sampling to ``resolution`` and nearest up-sampling back (F-SKD inputs)."""
-    size = images.shape[-2:]
-    if resolution >= min(size):
-        return images
-    small = F.interpolate(images, size=(resolution, resolution), mode="nearest")
-    return F.interpolate(small, size=size, mode="nearest")

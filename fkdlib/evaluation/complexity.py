@@ -9,7 +9,7 @@ Counting uses :class:`torch.utils.flop_counter.FlopCounterMode`, which counts co
 matrix products (linear layers, attention) at 2 FLOPs per multiply-add and ignores
 element-wise work (BatchNorm, activations, additions, biases). That is the convention of the
 published tables: the IResNet and MobileFaceNet counts match the reference values computed from
-insightface's code (PAPERS.md, section 01) to the printed precision. Models
+insightface's code (stored as the reference table ``insightface_model_sizes``) to the printed precision. Models
 may live on the ``meta`` device: shapes suffice, so even IResNet-100 is profiled in a blink.
 """
 

@@ -41,14 +41,14 @@ from ..errors import ConfigError
 from ..evaluation import (
     count_flops, profile_model, project,
     similarity_stats)
-from ..evaluation.similarity import BootstrapResult
 from ..models import create_model
 from ..report import figures as figs
-from ..report.claims import Claim, ClaimSet
+from ..report.claims import Claim, evaluate_claims
+from ..report.evidence import face_tests
 from ..evaluation.benchmark import (
-    MAX_BOOTSTRAP_PAIRS, Evaluation, FaceBenchmark, closeness_bootstrap, compare, evaluate,
-    stratified_mean_bootstrap)
-from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train, teacher_spec, training_spec
+    Evaluation, FaceBenchmark, evaluate_models, stratified_mean_bootstrap)
+from ..zoo import (
+    DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, teacher_spec, train_all, training_spec)
 
 STUDENT_BACKBONE = "mobilefacenet"
 # The paper's pair, for the model-size table: ResNet-50 teacher, MobileNetV2 student (our
@@ -179,19 +179,22 @@ def ablation_specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
     return specs
 
 
-def train(specs: Mapping[str, ModelSpec], device: str | torch.device = "cpu",
-          cache_dir=DEFAULT_CACHE_DIR, log: Callable[[str], None] = print
-          ) -> dict[str, TrainedModel]:
-    """Train (or load from the model zoo) every spec, in order."""
-    return {name: get_or_train(spec, cache_dir=cache_dir, device=device, log=log)
-            for name, spec in specs.items()}
+def specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
+    """The four methods of :func:`method_specs` and the ablation of :func:`ablation_specs`."""
+    return {**method_specs(bench), **ablation_specs(bench)}
 
 
-def evaluate_all(models: Mapping[str, TrainedModel], bench: FaceBenchmark,
-                 device: str | torch.device = "cpu") -> dict[str, Evaluation]:
-    """:func:`~fkdlib.zoo.evaluate` for every model."""
-    return {name: evaluate(model.backbone, bench, name=name, device=device)
-            for name, model in models.items()}
+def train(bench: FaceBenchmark, device: str | torch.device = "cpu",
+          cache_dir=DEFAULT_CACHE_DIR, names: Sequence[str] | None = None,
+          log: Callable[[str], None] = print) -> dict[str, TrainedModel]:
+    """Train (or load from the model zoo) the models of :func:`specs`, or those ``names``."""
+    return train_all(specs(bench), cache_dir=cache_dir, device=device, log=log, names=names)
+
+
+def evaluate(models: Mapping[str, TrainedModel], bench: FaceBenchmark,
+             device: str | torch.device = "cpu") -> dict[str, Evaluation]:
+    """Every protocol of the benchmark for every model."""
+    return evaluate_models(models, bench, device)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -320,130 +323,58 @@ def ablation_table(evaluations: Mapping[str, Evaluation], teacher: Evaluation, n
 # ----------------------------------------------------------------------------- claims
 
 
-def shifted_evidence(result: BootstrapResult, shift: float, compared: str) -> dict[str, Any]:
-    """Evidence for "Δ + shift < 0" from a bootstrap of Δ: the effect and both interval ends
-    move by ``shift`` (the p-value, which tests Δ = 0, is dropped)."""
-    return {"effect": result.effect + shift, "ci_low": result.ci_low + shift,
-            "ci_high": result.ci_high + shift, "n_boot": result.n_boot, "compared": compared}
-
-
-def equivalence_evidence(result: BootstrapResult, margin: float,
-                         compared: str) -> dict[str, Any]:
-    """Evidence for the equivalence claim "|Δ| < margin" from a bootstrap of Δ.
-
-    The effect is ``|Δ| − margin``; its interval is the range of ``|Δ| − margin`` over Δ's
-    interval ``[l, h]``: from ``(0 if l <= 0 <= h else min(|l|, |h|)) − margin`` to
-    ``max(|l|, |h|) − margin``. With direction ``"less"`` the claim holds when Δ's whole
-    interval lies inside ``(−margin, margin)`` (equivalence shown), is contradicted when it lies
-    wholly outside (a difference larger than the margin shown), and is not significant when it
-    straddles a bound. An undefined interval stays undefined.
-    """
-    if not (math.isfinite(margin) and margin > 0):
-        raise ConfigError(f"the equivalence margin must be a finite number > 0, got {margin!r}")
-    low, high = result.ci_low, result.ci_high
-    if math.isnan(low) or math.isnan(high):
-        lower = upper = math.nan
-    else:
-        upper = max(abs(low), abs(high))
-        lower = 0.0 if low <= 0 <= high else min(abs(low), abs(high))
-    return {"effect": abs(result.effect) - margin, "ci_low": lower - margin,
-            "ci_high": upper - margin, "n_boot": result.n_boot, "compared": compared}
-
-
-def paper_statements() -> pd.DataFrame:
-    """The paper's side of every claim: what it says, in its words where we have them. The
-    paper publishes no code and we hold none of its table numbers, so this text is what our
-    results stand beside."""
-    rows = [
-        ("FCD:neg-match", "FCD keeps the inter-class discrepancy: the student's similarity "
-         "distribution of negative pairs is similar to the teacher's.",
-         f"{PAPER_SOURCE}, motivation (reading notes, shared/seeds/icd_face_notes_ko.txt)"),
-        ("FCD:pos-lower", "\"after using FCD, we observe that the intra-class similarities of "
-         "the student model are lower than the intra-class similarities of the teacher model a "
-         "lot\"", f"{PAPER_SOURCE}, abstract"),
-        ("ICD:pos-higher", "ICD (the similarity distribution consistency loss over feature "
-         "banks) is introduced \"to improve the intra-class compactness of the student model\"",
-         f"{PAPER_SOURCE}, abstract"),
-        ("ICD:pos-closer", "the SDC loss makes the student's similarity distribution of "
-         "positive pairs consistent with the teacher's (\"we estimate the probability "
-         "distributions of the teacher and student models and introduce the Similarity "
-         "Distribution Consistency (SDC) loss\")", f"{PAPER_SOURCE}, abstract"),
-        ("ICD:TAR", "ICD-Face beats earlier FR distillation (FCD) on IJB-B and IJB-C "
-         "(verification TAR at low FAR) and MegaFace; ResNet-50 teacher, MobileNetV2 student",
-         f"{PAPER_SOURCE}, experiments (no numbers available to us)"),
-    ]
-    return pd.DataFrame(rows, columns=["id", "paper says", "where"])
-
-
-def register_claims() -> ClaimSet:
-    """The paper's observation and its fix (PAPERS.md, 04 ICD-Face), as checkable claims."""
+def claims() -> list[Claim]:
+    """The paper's observation and its fix, declared once, with the paper's words (it
+    publishes no code, and we hold none of its table numbers, so no paper effect)."""
     delta = EQUIVALENCE_MARGIN
     observation = f"{PAPER_SOURCE}: the FCD observation (abstract, motivation)"
     fix = f"{PAPER_SOURCE}: ICD (abstract, experiments)"
-    claims = ClaimSet()
-    claims.add(Claim("FCD:neg-match", "Under FCD the student's negative-pair similarities match "
-                     f"the teacher's: mean within ±{delta:g} (equivalence)", observation,
-                     f"|mean negative similarity FCD − teacher| − {delta:g}", "less"))
-    claims.add(Claim("FCD:pos-lower", "Under FCD the student's positive-pair similarities are "
-                     f"clearly lower than the teacher's: mean lower by more than {delta:g}",
-                     observation, f"mean positive similarity FCD − teacher + {delta:g}",
-                     "less"))
-    claims.add(Claim("ICD:pos-higher", "Adding ICD raises the student's positive-pair "
-                     "similarities over FCD alone", fix,
-                     "mean positive similarity FCD+ICD − FCD", "greater"))
-    claims.add(Claim("ICD:pos-closer", "Adding ICD moves the student's positive-pair "
-                     "similarities toward the teacher's: FCD+ICD's mean is closer to the "
-                     "teacher's than FCD's", fix,
-                     "|mean pos FCD+ICD − teacher| − |mean pos FCD − teacher|", "less"))
-    claims.add(Claim("ICD:TAR", f"FCD+ICD improves TAR at FAR={LOW_FAR:g} over FCD alone",
-                     fix, f"TAR@{LOW_FAR:g} FCD+ICD − FCD", "greater"))
-    return claims
+    protocol = CLAIM_PROTOCOL
+    return [
+        Claim("FCD:neg-match", "Under FCD the student's negative-pair similarities match the "
+              f"teacher's: mean within ±{delta:g} (equivalence)", observation,
+              f"|mean negative similarity FCD − teacher| − {delta:g}", "stratified:negative",
+              (FCD, TEACHER), protocol, direction="equivalent", margin=delta,
+              paper_says="FCD keeps the inter-class discrepancy: the student's similarity "
+              "distribution of negative pairs is similar to the teacher's."),
+        Claim("FCD:pos-lower", "Under FCD the student's positive-pair similarities are clearly "
+              f"lower than the teacher's: mean lower by more than {delta:g}", observation,
+              f"mean positive similarity FCD − teacher + {delta:g}", "stratified:positive",
+              (FCD, TEACHER), protocol, direction="less", bound=-delta,
+              paper_says="\"after using FCD, we observe that the intra-class similarities of "
+              "the student model are lower than the intra-class similarities of the teacher "
+              "model a lot\""),
+        Claim("ICD:pos-higher", "Adding ICD raises the student's positive-pair similarities "
+              "over FCD alone", fix, "mean positive similarity FCD+ICD − FCD",
+              "stratified:positive", (FCD_ICD, FCD), protocol,
+              paper_says="ICD (the similarity distribution consistency loss over feature "
+              "banks) is introduced \"to improve the intra-class compactness of the student "
+              "model\""),
+        Claim("ICD:pos-closer", "Adding ICD moves the student's positive-pair similarities "
+              "toward the teacher's: FCD+ICD's mean is closer to the teacher's than FCD's", fix,
+              "|mean pos FCD+ICD − teacher| − |mean pos FCD − teacher|",
+              f"closeness:{TEACHER}", (FCD_ICD, FCD), protocol, direction="less",
+              paper_says="the SDC loss makes the student's similarity distribution of positive "
+              "pairs consistent with the teacher's (\"we estimate the probability "
+              "distributions of the teacher and student models and introduce the Similarity "
+              "Distribution Consistency (SDC) loss\")"),
+        Claim("ICD:TAR", f"FCD+ICD improves TAR at FAR={LOW_FAR:g} over FCD alone", fix,
+              f"TAR@{LOW_FAR:g} FCD+ICD − FCD", f"pairs:tar@{LOW_FAR:g}", (FCD_ICD, FCD),
+              protocol, paper_says="ICD-Face beats earlier FR distillation (FCD) on IJB-B and "
+              "IJB-C (verification TAR at low FAR) and MegaFace; ResNet-50 teacher, "
+              "MobileNetV2 student (no numbers available to us)"),
+    ]
 
 
-def evaluate_claims(claims: ClaimSet, evaluations: Mapping[str, Evaluation], n_boot: int,
-                    assess: bool, seed: int = 0, protocol: str = CLAIM_PROTOCOL
-                    ) -> pd.DataFrame:
-    """Evidence for every registered claim, from paired bootstraps over the protocol's pairs
-    (stratified by class for the mean similarities, :func:`stratified_mean_bootstrap`)."""
+def check_claims(evaluations: Mapping[str, Evaluation], n_boot: int, assess: bool,
+                 seed: int = 0) -> pd.DataFrame:
+    """Every claim of :func:`claims` checked on the face benchmark's paired tests
+    (:func:`fkdlib.report.evidence.face_tests`: stratified by class for mean similarities)."""
     missing = [name for name in METHODS if name not in evaluations]
     if missing:
         raise ConfigError(f"the claims need evaluations of {', '.join(METHODS)}; missing "
                           f"{', '.join(missing)}")
-    ev, delta = evaluations, EQUIVALENCE_MARGIN
-    where = f"{protocol} pairs"
-    issame = ev[TEACHER].issame[protocol]
-    sampled = {kind: min(int(count), MAX_BOOTSTRAP_PAIRS)
-               for kind, count in ((True, issame.sum()), (False, (~issame).sum()))}
-
-    def means(a: str, b: str, positive: bool) -> BootstrapResult:
-        return stratified_mean_bootstrap(ev[a], ev[b], protocol, positive, n_boot, seed)
-
-    negatives = means(FCD, TEACHER, positive=False)
-    claims.evaluate("FCD:neg-match", {**equivalence_evidence(
-        negatives, delta, f"|mean negative similarity FCD − teacher| − {delta:g} on {where} "
-        f"(Δ = {negatives.effect:+.4f}, 95% CI [{negatives.ci_low:+.4f}, "
-        f"{negatives.ci_high:+.4f}])"), "n": sampled[False]}, assess=assess)
-    positives = means(FCD, TEACHER, positive=True)
-    claims.evaluate("FCD:pos-lower", {**shifted_evidence(
-        positives, delta, f"mean positive similarity FCD − teacher + {delta:g} on {where}"),
-        "n": sampled[True]}, assess=assess)
-    raised = means(FCD_ICD, FCD, positive=True)
-    claims.evaluate("ICD:pos-higher", {**raised.to_dict(), "n": sampled[True], "compared":
-                    f"mean positive similarity FCD+ICD − FCD on {where}"}, assess=assess)
-    closer = closeness_bootstrap(ev[FCD_ICD], ev[FCD], ev[TEACHER], protocol, n_boot, seed)
-    claims.evaluate("ICD:pos-closer", {**closer.to_dict(), "n": sampled[True], "compared":
-                    f"|mean pos FCD+ICD − teacher| − |mean pos FCD − teacher| on {where}"},
-                    assess=assess)
-    tar = compare(ev[FCD_ICD], ev[FCD], protocol, f"tar@{LOW_FAR:g}", n_boot=n_boot, seed=seed)
-    claims.evaluate("ICD:TAR", {**tar.to_dict(), "n": int(issame.size), "compared":
-                    f"FCD+ICD − FCD, TAR@FAR={LOW_FAR:g} on {where}"}, assess=assess)
-    return claims.to_frame()
-
-
-def claims_beside_paper(claims_frame: pd.DataFrame) -> pd.DataFrame:
-    """The paper's words (:func:`paper_statements`) beside our verdict and effect."""
-    ours = claims_frame[["id", "status", "effect", "ci_low", "ci_high"]]
-    return paper_statements().merge(ours, on="id", how="left")
+    return evaluate_claims(claims(), face_tests(evaluations, n_boot, seed), assess)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -552,7 +483,8 @@ __all__ = [
     "ABLATION_EPOCHS", "BANDWIDTHS", "BANK_SIZES", "EQUIVALENCE_MARGIN", "FCD", "FCD_ICD",
     "LOW_FAR", "METHODS", "NO_ICD", "STUDENT", "STUDENT_BACKBONE", "TEACHER",
     "ablation_figure", "ablation_grid", "ablation_label", "ablation_specs", "ablation_table",
-    "ablation_train_overrides", "bank_memory", "claims_beside_paper", "equivalence_evidence", "evaluate_all", "evaluate_claims", "fcd_loss", "icd_loss",
-    "method_specs", "model_sizes", "paper_statements", "projection_rows", "register_claims",
-    "shifted_evidence", "similarity_figure", "similarity_table", "student_spec", "tar_table", "train", "tsne_figure",
+    "ablation_train_overrides", "bank_memory", "check_claims", "claims", "evaluate",
+    "fcd_loss", "icd_loss", "method_specs", "model_sizes", "projection_rows",
+    "similarity_figure", "similarity_table", "specs", "student_spec", "tar_table", "train",
+    "tsne_figure",
 ]

@@ -21,7 +21,7 @@ import torch
 
 from ..io import atomic_write_json
 from ..profiles import Profile, get_profile
-from ..report.claims import ClaimSet
+from ..report.claims import save_claims
 from ..report.figures import save_figure, use_style
 from ..report.results import save_table
 from ..runtime import configure, provenance
@@ -66,9 +66,11 @@ class NotebookContext:
         """PNG + PDF + SVG under ``figures/<notebook>/``."""
         return save_figure(fig, self.figures_dir / name)
 
-    def save_claims(self, claims: ClaimSet) -> pd.DataFrame:
-        claims.save(self.results_dir / "claims")
-        return claims.to_frame()
+    def save_claims(self, checked: pd.DataFrame) -> pd.DataFrame:
+        """``claims.csv`` and ``claims.md`` under ``results/<notebook>/`` (the table of
+        :func:`fkdlib.report.claims.evaluate_claims`)."""
+        save_claims(checked, self.results_dir / "claims")
+        return checked
 
     def time(self, label: str) -> _Timer:
         """``with ctx.time("training"):`` records a stage's wall-clock time."""

@@ -40,14 +40,14 @@ from ..distill import AT_STAGES, FITNET_WEIGHT, KD_CE_WEIGHT, KD_WEIGHT, PKT_WEI
 from ..distill import AT_WEIGHT as AT_LOSS_WEIGHT
 from ..errors import ConfigError
 from ..evaluation import ClusterAnalysis, project, seed_bootstrap
-from ..evaluation.benchmark import Evaluation, FaceBenchmark, evaluate, evidence, face_benchmark
+from ..evaluation.benchmark import Evaluation, FaceBenchmark, evaluate_models, face_benchmark
 from ..evaluation.classification import (
     ClassificationEvaluation, fitted_l2, label_cross_entropy, model_outputs, teacher_kl, unit_rows)
 from ..evaluation.clustering import nmi_bootstrap
 from ..profiles import Profile, get_profile
-from ..report.claims import Claim, ClaimSet
+from ..report.claims import Claim, ClaimTest, Evidence, evaluate_claims, rival
 from ..report.references import load_reference
-from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train, teacher_spec, training_spec
+from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, teacher_spec, train_all, training_spec
 
 NOTEBOOK = "03_srrl"
 FACE, CIFAR = "face", "cifar"
@@ -348,13 +348,17 @@ def build_study(profile: str | Profile = "default", seed: int = 0,
 
 # --- training and evaluation ----------------------------------------------------------------
 
-def train_rows(study: SRRLStudy, rows: Sequence[str] | None = None,
-               device: str | torch.device = "cpu", cache_dir=DEFAULT_CACHE_DIR,
-               log: Callable[[str], None] = print) -> dict[str, TrainedModel]:
-    """Train (or load from the model zoo) the teacher and the given rows (default: all)."""
-    names = [TEACHER, *(rows if rows is not None else study.recipes)]
-    return {name: get_or_train(study.spec(name), cache_dir=cache_dir, device=device, log=log)
-            for name in dict.fromkeys(names)}
+def specs(study: SRRLStudy) -> dict[str, ModelSpec]:
+    """The teacher's spec and every row's, by row name."""
+    return {name: study.spec(name) for name in (TEACHER, *study.recipes)}
+
+
+def train(study: SRRLStudy, device: str | torch.device = "cpu", cache_dir=DEFAULT_CACHE_DIR,
+          names: Sequence[str] | None = None,
+          log: Callable[[str], None] = print) -> dict[str, TrainedModel]:
+    """Train (or load from the model zoo) the teacher and the rows ``names`` (default: all)."""
+    chosen = None if names is None else list(dict.fromkeys([TEACHER, *names]))
+    return train_all(specs(study), cache_dir=cache_dir, device=device, log=log, names=chosen)
 
 
 def training_times(models: Mapping[str, TrainedModel]) -> pd.DataFrame:
@@ -378,13 +382,12 @@ def _images_and_labels(spec: Mapping[str, Any]) -> tuple[torch.Tensor, np.ndarra
     return images, dataset.metadata["identity"].to_numpy()
 
 
-def evaluate_rows(study: SRRLStudy, models: Mapping[str, TrainedModel],
-                  device: str | torch.device = "cpu") -> dict[str, RowEvaluation]:
-    """Face: every protocol of the benchmark (:func:`~fkdlib.evaluation.benchmark.evaluate`);
-    CIFAR: logits on the test split."""
+def evaluate(models: Mapping[str, TrainedModel], study: SRRLStudy,
+             device: str | torch.device = "cpu") -> dict[str, RowEvaluation]:
+    """Face: every protocol of the benchmark
+    (:func:`~fkdlib.evaluation.benchmark.evaluate_models`); CIFAR: logits on the test split."""
     if study.is_face:
-        return {name: evaluate(model.backbone, study.bench, name=name, device=device)
-                for name, model in models.items()}
+        return evaluate_models(models, study.bench, device)
     images, labels = _images_and_labels(study.test_data)
     return {name: ClassificationEvaluation(
                 name, model_outputs(model.backbone, model.head, images, device=device)[1],
@@ -709,149 +712,120 @@ def tsne_points(features: Mapping[str, RowFeatures], labels: np.ndarray,
 
 # --- claims ---------------------------------------------------------------------------------
 
-def register_claims(study: SRRLStudy) -> ClaimSet:
-    """The thesis's claims (PAPERS.md, 03 SRRL) that this study's rows can check."""
+def claims(study: SRRLStudy) -> list[Claim]:
+    """The thesis's claims that this study's rows can check, declared once. A tuple as the
+    second model means "the best of these" (the highest scoring for a "greater" claim, the
+    lowest for a "less" one), chosen on the full sample."""
     metric = success_metric(study)
-    src_losses = "thesis §4.4.1, Table 4.2"
-    src_zoo = "thesis Table 4.12 (MegaFace)" if study.is_face else "thesis Table 4.3"
-    claims = ClaimSet()
-    claims.add(Claim("L_SR>L_FM", "L_SR beats L_FM", src_losses, metric, "greater"))
-    claims.add(Claim("L_FM+L_SR:best-of-three", "L_FM + L_SR beats both L_FM and L_SR alone "
-                     "(compared with the better of the two)", src_losses, metric, "greater"))
-    claims.add(Claim("L_FM+L_SR>Student", "SRRL improves the student trained alone", src_zoo,
-                     metric, "greater"))
-    for baseline in KD_ZOO:
-        claims.add(Claim(f"L_FM+L_SR>{baseline}", f"SRRL beats {baseline} on the "
-                         f"{'face ' if study.is_face else ''}student", src_zoo, metric,
-                         "greater"))
-    others = "every other distilled row and the student"
-    claims.add(Claim("L2:smallest", f"SRRL gives the smallest teacher–student L2 distance "
-                     f"(vs the closest of {others})", "thesis Table 4.5",
-                     "fitted L2 distance ‖h_T − A h_S‖²", "less"))
-    claims.add(Claim("KL:smallest", f"SRRL gives the smallest KL divergence to the teacher "
-                     f"(vs the closest of {others})", "thesis Table 4.3",
-                     "KL(teacher ‖ student), nats", "less"))
-    claims.add(Claim("NMI:highest", f"SRRL's features cluster best: highest NMI (vs the best "
-                     f"of {others})", "thesis Table 4.5", "NMI of k-means clusters (%)",
-                     "greater"))
-    claims.add(Claim("last>earlier", "distilling at the last layer beats earlier layers "
-                     "(L_FM at the penultimate feature vs the better earlier stage)",
-                     "thesis Table 4.2", metric, "greater"))
+    losses = "thesis ch. 4 (SRRL, Yang et al. ICLR 2021), §4.4.1 and Table 4.2"
+    zoo = ("thesis ch. 4, Table 4.12 (MegaFace)" if study.is_face
+           else "thesis ch. 4, Table 4.3")
+    others = (STUDENT, *KD_ZOO, "L_FM", "L_SR")
+    others_text = "every other distilled row and the student"
+    declared = [
+        Claim("L_SR>L_FM", "L_SR beats L_FM", losses, metric, "success", ("L_SR", "L_FM")),
+        Claim("L_FM+L_SR:best-of-three", "L_FM + L_SR beats both L_FM and L_SR alone "
+              "(compared with the better of the two)", losses, metric, "success",
+              (OURS, ("L_FM", "L_SR"))),
+        Claim("L_FM+L_SR>Student", "SRRL improves the student trained alone", zoo, metric,
+              "success", (OURS, STUDENT)),
+        *[Claim(f"L_FM+L_SR>{baseline}", f"SRRL beats {baseline} on the "
+                f"{'face ' if study.is_face else ''}student", zoo, metric, "success",
+                (OURS, baseline)) for baseline in KD_ZOO],
+        Claim("L2:smallest", f"SRRL gives the smallest teacher–student L2 distance (vs the "
+              f"closest of {others_text})", "thesis ch. 4, Table 4.5",
+              "fitted L2 distance ‖h_T − A h_S‖²", "l2", (OURS, others), direction="less"),
+        Claim("KL:smallest", f"SRRL gives the smallest KL divergence to the teacher (vs the "
+              f"closest of {others_text})", "thesis ch. 4, Table 4.3",
+              "KL(teacher ‖ student), nats", "kl", (OURS, others), direction="less"),
+        Claim("NMI:highest", f"SRRL's features cluster best: highest NMI (vs the best of "
+              f"{others_text})", "thesis ch. 4, Table 4.5", "NMI of k-means clusters (%)",
+              "nmi", (OURS, others)),
+        Claim("last>earlier", "distilling at the last layer beats earlier layers (L_FM at the "
+              "penultimate feature vs the better earlier stage)", "thesis ch. 4, Table 4.2",
+              metric, "success",
+              ("L_FM", tuple(f"L_FM @ {stage}" for stage in EARLY_STAGES[study.task]))),
+    ]
     if f"{OURS} (D+U)" in study.recipes:
-        claims.add(Claim("D+U>D", "adding unlabeled data (with mixup) helps the SRRL student",
-                         "thesis Table 4.19", metric, "greater"))
-    return claims
+        declared.append(Claim("D+U>D", "adding unlabeled data (with mixup) helps the SRRL "
+                              "student", "thesis ch. 4, Table 4.19", metric, "success",
+                              (f"{OURS} (D+U)", OURS)))
+    return declared
 
 
-def _mean_evidence(a: np.ndarray, b: np.ndarray, compared: str, n_boot: int,
-                   seed: int) -> dict[str, Any]:
+def _paired_mean(a: np.ndarray, b: np.ndarray, compared: str, n_boot: int,
+                 seed: int) -> Evidence:
     # seed_bootstrap with paired=True is the paired bootstrap of a mean difference; its units
     # here are the same probes / images scored by both rows.
     result = seed_bootstrap(np.asarray(a, float), np.asarray(b, float), paired=True,
                             n_boot=n_boot, seed=seed)
-    return {**evidence(result, compared), "n": len(a)}
+    return Evidence.from_bootstrap(result, compared, n=len(a))
 
 
-def _best(rows: Sequence[str], score: Callable[[str], float], highest: bool) -> str:
-    return max(rows, key=score) if highest else min(rows, key=score)
-
-
-def evaluate_claims(claims: ClaimSet, study: SRRLStudy,
-                    evaluations: Mapping[str, RowEvaluation], representation: Representation,
-                    n_boot: int, assess: bool, seed: int = 0) -> pd.DataFrame:
-    """Evidence for every registered claim: paired bootstraps over the same probes or test
-    images (:func:`success`), held-out images (KL), test images (L2, NMI). Claims against
-    "the better of several rows" compare with the row that scores best on the full sample."""
+def claim_tests(study: SRRLStudy, evaluations: Mapping[str, RowEvaluation],
+                representation: Representation, n_boot: int,
+                seed: int = 0) -> dict[str, ClaimTest]:
+    """``"success"``: paired bootstrap over the same probes (face) or test images (CIFAR) of
+    :func:`success` in %; ``"l2"`` and ``"kl"``: paired over test / held-out images of the
+    per-image measurements of :class:`Representation`; ``"nmi"``: paired bootstrap over test
+    images of the NMI difference of the two rows' fixed k-means clusterings."""
     hits = {name: 100.0 * success(ev) for name, ev in evaluations.items()}
     unit = "probes" if study.is_face else "test images"
 
-    def versus(claim_id: str, a: str, b: str) -> None:
-        claims.evaluate(claim_id, _mean_evidence(
-            hits[a], hits[b], f"{a} − {b}, {success_metric(study)}, paired over {unit}",
-            n_boot, seed), assess=assess)
+    def success_test(claim: Claim) -> Evidence:
+        a, b = claim.compares[0], rival(claim, lambda row: hits[row].mean())
+        return _paired_mean(hits[a], hits[b], f"{a} − {b}, {success_metric(study)}, paired "
+                            f"over {unit}", n_boot, seed)
 
-    versus("L_SR>L_FM", "L_SR", "L_FM")
-    versus("L_FM+L_SR:best-of-three", OURS,
-           _best(["L_FM", "L_SR"], lambda r: hits[r].mean(), highest=True))
-    versus("L_FM+L_SR>Student", OURS, STUDENT)
-    for baseline in KD_ZOO:
-        versus(f"L_FM+L_SR>{baseline}", OURS, baseline)
-    earlier = [f"L_FM @ {stage}" for stage in EARLY_STAGES[study.task]]
-    versus("last>earlier", "L_FM", _best(earlier, lambda r: hits[r].mean(), highest=True))
-    if "D+U>D" in [claim.id for claim in claims]:
-        versus("D+U>D", f"{OURS} (D+U)", OURS)
+    def per_image(values: Mapping[str, np.ndarray], what: str) -> ClaimTest:
+        def test(claim: Claim) -> Evidence:
+            a, b = claim.compares[0], rival(claim, lambda row: values[row].mean())
+            return _paired_mean(values[a], values[b], f"{a} − {b}, {what}", n_boot, seed)
+        return test
 
-    competitors = [STUDENT, *KD_ZOO, "L_FM", "L_SR"]
-    for claim_id, values, what in (("L2:smallest", representation.l2,
-                                    "fitted L2 distance, paired over test images"),
-                                   ("KL:smallest", representation.kl,
-                                    "KL(teacher ‖ student), paired over held-out images")):
-        rival = _best(competitors, lambda r: values[r].mean(), highest=False)
-        claims.evaluate(claim_id, _mean_evidence(values[OURS], values[rival],
-                                                 f"{OURS} − {rival}, {what}", n_boot, seed),
-                        assess=assess)
-    rival = _best(competitors, lambda r: representation.nmi[r], highest=True)
-    nmi = nmi_bootstrap(representation.test_labels, representation.clusters[OURS],
-                        representation.clusters[rival], n_boot, seed)
-    claims.evaluate("NMI:highest", {**nmi, "compared": f"{OURS} − {rival}, NMI (%), paired "
-                                    "bootstrap over test images"}, assess=assess)
-    return claims.to_frame()
+    def nmi(claim: Claim) -> Evidence:
+        a, b = claim.compares[0], rival(claim, lambda row: representation.nmi[row])
+        result = nmi_bootstrap(representation.test_labels, representation.clusters[a],
+                               representation.clusters[b], n_boot, seed)
+        return Evidence(result["effect"], result["ci_low"], result["ci_high"], n=result["n"],
+                        n_boot=result["n_boot"],
+                        compared=f"{a} − {b}, NMI (%), paired bootstrap over test images")
+
+    return {"success": success_test,
+            "l2": per_image(representation.l2, "fitted L2 distance, paired over test images"),
+            "kl": per_image(representation.kl,
+                            "KL(teacher ‖ student), paired over held-out images"),
+            "nmi": nmi}
+
+
+def check_claims(study: SRRLStudy, evaluations: Mapping[str, RowEvaluation],
+                 representation: Representation, n_boot: int, assess: bool,
+                 seed: int = 0) -> pd.DataFrame:
+    """Every claim of :func:`claims` checked by its test (:func:`claim_tests`)."""
+    return evaluate_claims(claims(study),
+                           claim_tests(study, evaluations, representation, n_boot, seed), assess)
 
 
 # --- figures --------------------------------------------------------------------------------
 
-# Line styles of the ROC and similarity figures: the KD zoo dashed, SRRL rows solid.
+# One colour per row in every figure; the KD zoo dashed, SRRL's rows solid, ours thicker.
 ROW_COLORS = {TEACHER: "#000000", STUDENT: "#7F7F7F", "KD": "#E69F00", "FitNet": "#CC79A7",
               "AT": "#009E73", "RKD": "#6A3D9A", "PKT": "#8C564B", "L_FM": "#56B4E9",
               "L_SR": "#0072B2", OURS: "#D55E00"}
 
 
-def row_style(row: str) -> dict[str, Any]:
-    """Matplotlib line style of a row: a fixed colour per row, dashed for the KD zoo."""
-    return {"color": ROW_COLORS.get(row, "#7F7F7F"),
-            "linestyle": "--" if row in KD_ZOO else "-",
-            "linewidth": 2.4 if row == OURS else 1.6}
-
-
-def plot_roc_rows(evaluations: Mapping[str, Evaluation], rows: Sequence[str], ax,
-                  protocol: str = "ijb", min_far: float = 1e-4):
-    """ROC curves of the given rows on one face protocol, styled by :func:`row_style`."""
-    for row in rows:
-        fpr, tpr = evaluations[row].roc(protocol)
-        keep = fpr > 0
-        ax.plot(fpr[keep], tpr[keep], label=row, **row_style(row))
-    ax.set(xscale="log", xlim=(min_far, 1.0), ylim=(0.0, 1.01),
-           xlabel="false accept rate (FAR)", ylabel="true accept rate (TAR)")
-    ax.legend(loc="upper left", ncol=2, fontsize=8)
-    return ax
-
-
-def plot_similarity_rows(evaluations: Mapping[str, Evaluation], rows: Sequence[str], ax,
-                         protocol: str = "ijb", bins: int = 80,
-                         value_range: tuple[float, float] = (-1.0, 1.0)):
-    """Densities of positive (solid) and negative (dashed) pair similarities of the given rows
-    on one axes, each in its :func:`row_style` colour, with a vertical line at each mean."""
-    edges = np.linspace(value_range[0], value_range[1], bins + 1)
-    for row in rows:
-        color = row_style(row)["color"]
-        for kind, values, linestyle in (("pos", evaluations[row].positives(protocol), "-"),
-                                        ("neg", evaluations[row].negatives(protocol), "--")):
-            density, _ = np.histogram(values, bins=edges, density=True)
-            ax.stairs(density, edges, color=color, linestyle=linestyle, linewidth=1.5,
-                      label=f"{row} ({kind})")
-            ax.axvline(float(np.mean(values)), color=color, linestyle=linestyle,
-                       linewidth=0.9, alpha=0.8)
-    ax.set(xlabel="cosine similarity", ylabel="density", xlim=value_range)
-    ax.legend(loc="upper left", fontsize=7)
-    return ax
+def row_styles(rows: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Matplotlib line options per row for :func:`fkdlib.report.figures.plot_roc`: dashed for
+    the KD zoo, thicker for SRRL's L_FM + L_SR."""
+    return {row: {"linestyle": "--" if row in KD_ZOO else "-",
+                  "linewidth": 2.4 if row == OURS else 1.6} for row in rows}
 
 
 __all__ = [
-    "AnalysisImages", "Recipe", "Representation", "RowFeatures",
-    "SRRLStudy", "analysis_images", "build_study", "collect_features", "evaluate_claims",
-    "evaluate_rows", "multi_position_row",
-    "plot_roc_rows", "plot_similarity_rows", "recipes", "register_claims",
-    "representation_analysis", "results_table", "row_style", "student_epochs", "success",
-    "success_metric", "table_4_12", "table_4_13", "table_4_19", "table_4_2", "table_4_3",
-    "table_4_4", "table_4_5", "train_rows", "training_times", "tsne_points",
+    "ROW_COLORS", "AnalysisImages", "Recipe", "Representation", "RowFeatures", "SRRLStudy",
+    "analysis_images", "build_study", "check_claims", "claim_tests", "claims",
+    "collect_features", "evaluate", "multi_position_row", "recipes", "representation_analysis",
+    "results_table", "row_styles", "specs", "student_epochs", "success", "success_metric",
+    "table_4_12", "table_4_13", "table_4_19", "table_4_2", "table_4_3", "table_4_4",
+    "table_4_5", "train", "training_times", "tsne_points",
 ]

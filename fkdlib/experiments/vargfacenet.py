@@ -3,7 +3,7 @@ Convolutional Neural Network for Lightweight Face Recognition", ICCVW 2019).
 
 Three experiments, each a set of pure functions the notebook calls and the tests check:
 
-1. **Efficiency** (paper Sec. 3, Table 1; PAPERS.md §02): parameters, multiply-adds and FLOPs
+1. **Efficiency** (paper Sec. 3, Table 1): parameters, multiply-adds and FLOPs
    of IResNet-18/34/50, MobileFaceNet, VarGFaceNet and its depthwise variant (S = 1) at the
    published 112 px and at the profile's scale, and CPU latency measured in one run as ratios
    to IResNet-50. Two FLOP conventions are in use: VarGFaceNet's "1G FLOPs" counts a
@@ -36,7 +36,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -48,13 +47,13 @@ from ..evaluation import profile_model
 from ..evaluation.complexity import ComplexityReport
 from ..models import create_model
 from ..profiles import Profile
-from ..report.claims import Claim, ClaimSet
+from ..report.claims import Claim, ClaimTest, Evidence, evaluate_claims
+from ..report.evidence import face_tests
 from ..report.references import reference_table
-from ..evaluation.benchmark import (
-    PROTOCOL_LABELS, Evaluation, FaceBenchmark, compare, evaluate, evidence)
+from ..evaluation.benchmark import PROTOCOL_LABELS, Evaluation, FaceBenchmark, evaluate_models
 from ..evaluation.latency import measure_latency
 from ..zoo import (
-    DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train, recursive_specs, teacher_spec,
+    DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, recursive_specs, teacher_spec, train_all,
     training_spec)
 
 TEACHER = "IResNet-50"
@@ -103,7 +102,7 @@ PAPER_SIZE_ROWS: dict[str, tuple[str, dict, str, str]] = {
     "VarGFaceNet (without SE)": ("vargfacenet", {"use_se": False}, "vargfacenet_size",
                                  "VarGFaceNet (without SE)"),
 }
-# Generation k <-> the official results' rows (PAPERS.md §02).
+# Generation k <-> the rows of the official results (reference table vargfacenet_official).
 OFFICIAL_ROWS = ("from scratch", "recursive 1", "recursive 2")
 OFFICIAL_METRICS = {"LFW": "lfw", "CFP-FP": "cfp_fp", "AgeDB-30": "agedb"}
 OFFICIAL_TAR = "DeepGlint-light TPR@FPR=1e-8"
@@ -242,33 +241,26 @@ def distillation_specs(bench: FaceBenchmark, generations: int = GENERATIONS) -> 
     return chained
 
 
-def train_backbones(bench: FaceBenchmark, device: str | torch.device = "cpu",
-                    cache_dir=DEFAULT_CACHE_DIR, names: Sequence[str] | None = None,
-                    log=print) -> dict[str, TrainedModel]:
-    """Train (or load from the model zoo) each backbone of :func:`backbone_specs`, and the
-    shared distillation teacher as :data:`DISTILLATION_TEACHER`."""
-    specs = {DISTILLATION_TEACHER: teacher_spec(bench), **backbone_specs(bench)}
-    unknown = sorted(set(names or ()) - set(specs))
-    if unknown:
-        raise ConfigError(f"unknown backbone(s) {unknown}; expected some of {list(specs)}")
-    return {name: get_or_train(specs[name], cache_dir=cache_dir, device=device, log=log)
-            for name in (names or specs)}
+def specs(bench: FaceBenchmark, generations: int = GENERATIONS) -> dict[str, ModelSpec]:
+    """Every model of the notebook: the shared teacher as :data:`DISTILLATION_TEACHER`, the
+    backbones of :func:`backbone_specs` and the distilled generations of
+    :func:`distillation_specs` (keyed by :func:`generation_label`)."""
+    return {DISTILLATION_TEACHER: teacher_spec(bench), **backbone_specs(bench),
+            **{generation_label(k): spec
+               for k, spec in enumerate(distillation_specs(bench, generations))}}
 
 
-def train_distilled(bench: FaceBenchmark, device: str | torch.device = "cpu",
-                    cache_dir=DEFAULT_CACHE_DIR, generations: int = GENERATIONS,
-                    log=print) -> dict[str, TrainedModel]:
-    """Train (or load) the distilled VarGFaceNet of every generation, keyed by
-    :func:`generation_label`."""
-    return {generation_label(k): get_or_train(spec, cache_dir=cache_dir, device=device, log=log)
-            for k, spec in enumerate(distillation_specs(bench, generations))}
+def train(bench: FaceBenchmark, device: str | torch.device = "cpu",
+          cache_dir=DEFAULT_CACHE_DIR, names: Sequence[str] | None = None,
+          log=print) -> dict[str, TrainedModel]:
+    """Train (or load from the model zoo) the models of :func:`specs`, or those ``names``."""
+    return train_all(specs(bench), cache_dir=cache_dir, device=device, log=log, names=names)
 
 
-def evaluate_all(models: Mapping[str, TrainedModel], bench: FaceBenchmark,
-                 device: str | torch.device = "cpu") -> dict[str, Evaluation]:
-    """Every protocol of the benchmark for every model (:func:`common.evaluate`)."""
-    return {name: evaluate(model.backbone, bench, name=name, device=device)
-            for name, model in models.items()}
+def evaluate(models: Mapping[str, TrainedModel], bench: FaceBenchmark,
+             device: str | torch.device = "cpu") -> dict[str, Evaluation]:
+    """Every protocol of the benchmark for every model."""
+    return evaluate_models(models, bench, device)
 
 
 # ----------------------------------------------------------------------------- efficiency
@@ -462,97 +454,82 @@ def official_comparison(evaluations: Mapping[str, Evaluation],
 # ----------------------------------------------------------------------------- claims
 
 
-@dataclass(frozen=True)
-class ExactDifference:
-    """Evidence for a claim about exact counts: no sampling error, so the interval is the
-    point itself."""
-
-    effect: float
-    compared: str
-
-    @property
-    def ci_low(self) -> float:
-        return self.effect
-
-    @property
-    def ci_high(self) -> float:
-        return self.effect
-
-
-def register_claims() -> ClaimSet:
-    """The paper's claims (PAPERS.md §02) as checkable data."""
-    claims = ClaimSet()
-    src = "VarGFaceNet (ICCVW 2019) Sec. 3, Table 1"
-    claims.add(Claim("VarGFaceNet<IR50:params", "VarGFaceNet has fewer parameters than "
-                     "IResNet-50", src, "parameters (M), exact count", "less"))
-    claims.add(Claim("VarGFaceNet<IR50:FLOPs", "VarGFaceNet needs fewer FLOPs than IResNet-50",
-                     src, "multiply-adds (M), exact count", "less"))
-    claims.add(Claim("VarGFaceNet>MobileFaceNet:LFW", "at similar cost, VarGFaceNet's gap to "
-                     "IResNet-50 is smaller than MobileFaceNet's (LFW-like accuracy)",
-                     "VarGFaceNet Sec. 4 / PAPERS.md §02", "accuracy", "greater"))
-    claims.add(Claim("VarGFaceNet>MobileFaceNet:TAR", "at similar cost, VarGFaceNet's gap to "
-                     "IResNet-50 is smaller than MobileFaceNet's (IJB-like TAR@FAR=1e-3)",
-                     "VarGFaceNet Sec. 4 / PAPERS.md §02", f"tar@{CLAIM_FAR:g}", "greater"))
-    claims.add(Claim("distilled>scratch:LFW", "angular distillation beats training VarGFaceNet "
-                     "from scratch (LFW-like accuracy)", "VarGFaceNet Sec. 3.3, Eq. 7",
-                     "accuracy", "greater"))
-    claims.add(Claim("distilled>scratch:TAR", "angular distillation beats training VarGFaceNet "
-                     "from scratch (IJB-like TAR@FAR=1e-3)", "VarGFaceNet Sec. 3.3, Eq. 7",
-                     f"tar@{CLAIM_FAR:g}", "greater"))
-    claims.add(Claim("gen1>gen0:LFW", "one recursive generation improves on generation 0 "
-                     "(LFW-like accuracy)", "VarGFaceNet Sec. 3.4, Fig. 2; official results",
-                     "accuracy", "greater"))
-    claims.add(Claim("gen1>gen0:TAR", "one recursive generation improves on generation 0 "
-                     "(IJB-like TAR@FAR=1e-3)", "VarGFaceNet Sec. 3.4, Fig. 2; official results",
-                     f"tar@{CLAIM_FAR:g}", "greater"))
-    claims.add(Claim("depthwise<VarGFaceNet:FLOPs", "the depthwise version (S = 1) needs fewer "
-                     "FLOPs than VarGFaceNet (S = 8)", "VarGFaceNet Sec. 3.1, Eq. 1",
-                     "multiply-adds (M), exact count", "less"))
-    claims.add(Claim("depthwise<VarGFaceNet:LFW", "the depthwise version (S = 1) is less "
-                     "accurate than VarGFaceNet (S = 8)", "VarGFaceNet Sec. 3.1",
-                     "accuracy", "less"))
-    return claims
+def claims() -> list[Claim]:
+    """The paper's claims, declared once (what each compares, on which protocol, how)."""
+    table = "VarGFaceNet (Yan et al., ICCVW 2019), Sec. 3 and Table 1"
+    cost = "VarGFaceNet (Yan et al., ICCVW 2019), Sec. 4"
+    recursive = "VarGFaceNet (Yan et al., ICCVW 2019), Sec. 3.4, Fig. 2 and the official results"
+    distill = "VarGFaceNet (Yan et al., ICCVW 2019), Sec. 3.3, Eq. 7"
+    depthwise = "VarGFaceNet (Yan et al., ICCVW 2019), Sec. 3.1, Eq. 1"
+    tar, gen0, gen1 = f"tar@{CLAIM_FAR:g}", generation_label(0), generation_label(1)
+    return [
+        Claim("VarGFaceNet<IR50:params", "VarGFaceNet has fewer parameters than IResNet-50",
+              table, "parameters (M), exact count", f"exact:{PARAMS_COL}", (STUDENT, TEACHER),
+              direction="less"),
+        Claim("VarGFaceNet<IR50:FLOPs", "VarGFaceNet needs fewer FLOPs than IResNet-50", table,
+              "multiply-adds (M), exact count", f"exact:{MACS_COL}", (STUDENT, TEACHER),
+              direction="less"),
+        Claim("VarGFaceNet>MobileFaceNet:LFW", "at similar cost, VarGFaceNet's gap to "
+              "IResNet-50 is smaller than MobileFaceNet's (LFW-like accuracy)", cost,
+              "accuracy", "pairs:accuracy", (STUDENT, MOBILE), "lfw"),
+        Claim("VarGFaceNet>MobileFaceNet:TAR", "at similar cost, VarGFaceNet's gap to "
+              f"IResNet-50 is smaller than MobileFaceNet's (IJB-like TAR@FAR={CLAIM_FAR:g})",
+              cost, tar, f"pairs:{tar}", (STUDENT, MOBILE), "ijb"),
+        Claim("distilled>scratch:LFW", "angular distillation beats training VarGFaceNet from "
+              "scratch (LFW-like accuracy)", distill, "accuracy", "pairs:accuracy",
+              (gen0, STUDENT), "lfw"),
+        Claim("distilled>scratch:TAR", "angular distillation beats training VarGFaceNet from "
+              f"scratch (IJB-like TAR@FAR={CLAIM_FAR:g})", distill, tar, f"pairs:{tar}",
+              (gen0, STUDENT), "ijb"),
+        Claim("gen1>gen0:LFW", "one recursive generation improves on generation 0 (LFW-like "
+              "accuracy)", recursive, "accuracy", "pairs:accuracy", (gen1, gen0), "lfw",
+              paper_effect=_official_gain("LFW")),
+        Claim("gen1>gen0:TAR", "one recursive generation improves on generation 0 (IJB-like "
+              f"TAR@FAR={CLAIM_FAR:g})", recursive, tar, f"pairs:{tar}", (gen1, gen0), "ijb"),
+        Claim("depthwise<VarGFaceNet:FLOPs", "the depthwise version (S = 1) needs fewer FLOPs "
+              "than VarGFaceNet (S = 8)", depthwise, "multiply-adds (M), exact count",
+              f"exact:{MACS_COL}", (DEPTHWISE, STUDENT), direction="less"),
+        Claim("depthwise<VarGFaceNet:LFW", "the depthwise version (S = 1) is less accurate "
+              "than VarGFaceNet (S = 8)", depthwise, "accuracy", "pairs:accuracy",
+              (DEPTHWISE, STUDENT), "lfw", direction="less"),
+    ]
 
 
-def evaluate_claims(claims: ClaimSet, evaluations: Mapping[str, Evaluation],
-                    complexity: pd.DataFrame, n_boot: int, assess: bool,
-                    seed: int = 0) -> pd.DataFrame:
-    """Evidence for every registered claim: exact counts at the profile's scale
-    (``complexity``, e.g. :func:`complexity_table` of :func:`profile_options`) and paired
-    bootstraps over the same test pairs for accuracies."""
-    ev = evaluations
+def _official_gain(metric: str) -> float:
+    """Generation 1 minus generation 0 in the official results, as a fraction."""
+    official = reference_table("vargfacenet_official").set_index("method")
+    return float(official.loc[OFFICIAL_ROWS[1], metric]
+                 - official.loc[OFFICIAL_ROWS[0], metric]) / 100
+
+
+def claim_tests(evaluations: Mapping[str, Evaluation], complexity: pd.DataFrame, n_boot: int,
+                seed: int = 0) -> dict[str, ClaimTest]:
+    """The face-benchmark tests plus ``"exact:<column>"``: the difference of two backbones'
+    counts in ``complexity`` (e.g. :func:`complexity_table` of :func:`profile_options`), exact,
+    so its interval is the point itself."""
     cost = complexity.set_index("backbone")
 
-    def pairs(a: str, b: str, protocol: str, metric: str) -> dict:
-        result = compare(ev[a], ev[b], protocol, metric, n_boot=n_boot, seed=seed)
-        return evidence(result, f"{a} − {b}, {metric} on {PROTOCOL_LABELS[protocol]} pairs")
+    def exact(claim: Claim) -> Evidence:
+        a, b = claim.compares
+        column = claim.test_argument
+        return Evidence.exact(float(cost.loc[a, column] - cost.loc[b, column]),
+                              f"{a} − {b}, {column} at {cost.loc[a, 'input']}")
 
-    def exact(a: str, b: str, column: str) -> ExactDifference:
-        return ExactDifference(float(cost.loc[a, column] - cost.loc[b, column]),
-                               f"{a} − {b}, {column} at {cost.loc[a, 'input']}")
+    return {**face_tests(evaluations, n_boot, seed), "exact": exact}
 
-    gen0, gen1 = generation_label(0), generation_label(1)
-    claims.evaluate("VarGFaceNet<IR50:params", exact(STUDENT, TEACHER, PARAMS_COL), assess)
-    claims.evaluate("VarGFaceNet<IR50:FLOPs", exact(STUDENT, TEACHER, MACS_COL), assess)
-    claims.evaluate("VarGFaceNet>MobileFaceNet:LFW", pairs(STUDENT, MOBILE, "lfw", "accuracy"),
-                    assess)
-    claims.evaluate("VarGFaceNet>MobileFaceNet:TAR",
-                    pairs(STUDENT, MOBILE, "ijb", f"tar@{CLAIM_FAR:g}"), assess)
-    claims.evaluate("distilled>scratch:LFW", pairs(gen0, STUDENT, "lfw", "accuracy"), assess)
-    claims.evaluate("distilled>scratch:TAR", pairs(gen0, STUDENT, "ijb", f"tar@{CLAIM_FAR:g}"),
-                    assess)
-    claims.evaluate("gen1>gen0:LFW", pairs(gen1, gen0, "lfw", "accuracy"), assess)
-    claims.evaluate("gen1>gen0:TAR", pairs(gen1, gen0, "ijb", f"tar@{CLAIM_FAR:g}"), assess)
-    claims.evaluate("depthwise<VarGFaceNet:FLOPs", exact(DEPTHWISE, STUDENT, MACS_COL), assess)
-    claims.evaluate("depthwise<VarGFaceNet:LFW", pairs(DEPTHWISE, STUDENT, "lfw", "accuracy"),
-                    assess)
-    return claims.to_frame()
+
+def check_claims(evaluations: Mapping[str, Evaluation], complexity: pd.DataFrame, n_boot: int,
+                 assess: bool, seed: int = 0) -> pd.DataFrame:
+    """Every claim of :func:`claims` checked by its test (:func:`claim_tests`)."""
+    return evaluate_claims(claims(), claim_tests(evaluations, complexity, n_boot, seed), assess)
 
 
 __all__ = ["BACKBONES", "DEPTHWISE", "DISTILLATION_TEACHER", "EPOCH_FRACTION", "GENERATIONS",
            "MIN_TEACHER_HEADROOM", "MOBILE", "RECURSIVE_EPOCH_FRACTION", "STUDENT", "TEACHER",
-           "ExactDifference", "accuracy_vs_cost", "backbone_epochs", "backbone_specs", "complexity_table", "cost_matched_width",
-           "distillation_specs", "efficiency_table", "evaluate_all", "evaluate_claims",
-           "generation_label", "generation_table", "latency_plan", "model_color", "model_cost", "official_comparison", "paper_size_comparison",
-           "profile_options", "published_options", "recursive_epochs", "register_claims",
-           "teacher_agreement", "teacher_headroom", "train_backbones", "train_distilled"]
+           "accuracy_vs_cost", "backbone_epochs", "backbone_specs", "check_claims",
+           "claim_tests", "claims", "complexity_table", "cost_matched_width",
+           "distillation_specs", "efficiency_table", "evaluate", "generation_label",
+           "generation_table", "latency_plan", "model_color", "model_cost",
+           "official_comparison", "paper_size_comparison", "profile_options",
+           "published_options", "recursive_epochs", "specs", "teacher_agreement",
+           "teacher_headroom", "train"]

@@ -1,6 +1,6 @@
 """IResNet, the ArcFace backbone (Deng et al., CVPR 2019; insightface ``arcface_torch``).
 
-Structure (PAPERS.md, section 01): stem 3x3/1 conv 64 -> BN -> PReLU; four stages of
+Structure (insightface's ``iresnet.py``, the ArcFace paper's backbone): stem 3x3/1 conv 64 -> BN -> PReLU; four stages of
 :class:`IBasicBlock` with 64/128/256/512 channels whose first block has stride 2; output
 BN2d -> Dropout -> FC(512 * (s/16)^2 -> embedding) -> BN1d with its weight fixed at 1.
 Depths: r18 [2,2,2,2], r34 [3,4,6,3], r50 [3,4,14,3], r100 [3,13,30,3].

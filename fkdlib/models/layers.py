@@ -94,8 +94,8 @@ def check_dropout(dropout: float) -> float:
 class FaceBackbone(nn.Module, ABC):
     """Interface of every face backbone in fkdlib.
 
-    :meth:`forward_features` returns the named intermediate maps that distillation losses and
-    FAN-Face integration consume: ``"stem"``, one entry per stage of ``stage_names``
+    :meth:`forward_features` returns the named intermediate maps that distillation losses
+    consume: ``"stem"``, one entry per stage of ``stage_names``
     (``"layer1"`` .. ``"layer4"``; three stages for the CIFAR nets), ``"pooled"`` (the flat
     feature that enters the final linear layer) and ``"embedding"``. Subclasses provide the
     stem (:meth:`forward_stem`), the stage modules as attributes named after ``stage_names``,
@@ -104,7 +104,7 @@ class FaceBackbone(nn.Module, ABC):
 
     Attributes:
         input_size: the square input resolution the network was built for.
-        in_channels: number of input channels (3 for RGB; more when heatmaps are stacked).
+        in_channels: number of input channels (3 for RGB).
         embedding_size: length of the output embedding.
         stage_channels: channels of ``layer1`` .. ``layer4``.
     """

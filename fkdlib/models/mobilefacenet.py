@@ -4,7 +4,7 @@ Both follow insightface's ``arcface_torch`` MobileFaceNet, whose channel counts 
 integer ``scale`` while the bottleneck expansions stay 128 / 256 / 512:
 
 - ``mobilefacenet``: insightface's ``get_mbf`` (``scale=2``, blocks (1, 4, 6, 2)); 2.06M
-  parameters and 0.44 GMACs at 112x112 with a 512-d embedding (PAPERS.md, section 01).
+  parameters and 0.44 GMACs at 112x112 with a 512-d embedding (the reference table ``insightface_model_sizes``).
 - ``mobilefacenet_thesis``: the SRRL face student of thesis Table 4.11, i.e. ``scale=1``
   (channels 64 / 64 / 128); 1.20M parameters (the thesis reports 1.2M) and 0.22 GMACs.
 

@@ -1,7 +1,7 @@
 """VarGFaceNet (Yan et al., "VarGFaceNet: An Efficient Variable Group Convolutional Neural
 Network for Lightweight Face Recognition", ICCVW 2019).
 
-Structure (PAPERS.md, section 02, checked against the authors' MXNet symbol, which insightface
+Structure (VarGFaceNet, Yan et al. ICCVW 2019, Sec. 3 and Fig. 1, checked against the authors' MXNet symbol, which insightface
 also ships as ``recognition/symbol/vargfacenet.py``):
 
 - head: 3x3 stride-1 conv to 40 channels -> BN -> PReLU (``stem``), then a stride-2
@@ -33,7 +33,7 @@ normal (fan-out) initialisation, which is MXNet's ``Xavier(gaussian, out, 2)`` o
 Beyond the published network: ``input_size`` (any multiple of 16; the embedding's group conv
 kernel becomes ``input_size/16`` to cover the final map), ``width`` (a multiplier on every
 channel count, rounded to a multiple of 8 by :func:`~fkdlib.models.layers.scale_channels`),
-``group_size`` (S; 1 gives the depthwise variant of PAPERS.md's claims, also registered as
+``group_size`` (S; 1 gives the depthwise variant the paper compares with, also registered as
 ``vargfacenet_dw``), ``use_se``, ``stage_units`` and ``in_channels``.
 
 ``forward_features`` keys and resolutions (chosen to match IResNet's, so that feature-map

@@ -1,6 +1,6 @@
 """Reporting: result tables, figures in one style, claim checks and the papers' numbers."""
 
-from .claims import Claim, ClaimResult, ClaimSet, Evidence
+from .claims import Claim, ClaimResult, Evidence, evaluate_claims, save_claims
 from .figures import (
     method_color,
     plot_embedding_2d,
@@ -14,7 +14,7 @@ from .references import list_references, load_reference, reference_table
 from .results import markdown_table, save_table, side_by_side
 
 __all__ = [
-    "Claim", "ClaimResult", "ClaimSet", "Evidence", "list_references", "load_reference",
+    "Claim", "ClaimResult", "Evidence", "evaluate_claims", "save_claims", "list_references", "load_reference",
     "markdown_table", "method_color", "plot_embedding_2d", "plot_roc",
     "plot_similarity_distributions", "reference_table", "save_figure", "save_table",
     "side_by_side", "style_context", "use_style",

@@ -1,33 +1,36 @@
-"""Claims as data: each notebook registers a paper's claims and checks them against evidence.
+"""Claims as data: each paper's claims are declared once and checked by one evaluator.
 
-A :class:`Claim` names a metric and a direction; the evidence is an effect (ours minus the
-comparison, e.g. ArcFace accuracy − Softmax accuracy) with a confidence interval, typically
-the result of :func:`fkdlib.evaluation.similarity.paired_bootstrap` (anything with
-``effect``, ``ci_low``, ``ci_high`` attributes or keys fits). The verdict follows from the
-interval alone:
+A :class:`Claim` says what it compares (the models, the protocol), how that is measured (its
+``test``: the name of an evidence function, with an argument after a colon, e.g.
+``"pairs:tar@1e-3"``), in which direction the paper says the effect goes, where the paper says
+so, and the paper's own effect where the paper gives one. :func:`evaluate_claims` calls each
+claim's test, which returns :class:`Evidence` (an effect with its confidence interval), and
+turns it into a verdict. The verdict follows from the interval alone, measured from the
+claim's ``bound`` (0 unless the claim is "larger *by more than* b"):
 
 ============  =======================  =======================  ===================
 direction     holds                    contradicted             otherwise
 ============  =======================  =======================  ===================
-greater       ci_low > 0               ci_high < 0              not significant
-less          ci_high < 0              ci_low > 0               not significant
-no_greater    ci_low <= 0              ci_low > 0               (never)
+greater       ci_low > bound           ci_high < bound          not significant
+less          ci_high < bound          ci_low > bound           not significant
+no_greater    ci_low <= bound          ci_low > bound           (never)
+equivalent    |Δ| < margin shown       |Δ| > margin shown       not significant
 ============  =======================  =======================  ===================
 
-``no_greater`` is for claims of the form "A is not (clearly) better than B": a
-non-superiority claim that holds unless the data show A significantly better. It is weaker
-than the others by design: a small experiment cannot contradict it easily, so read it with
-the interval. When the interval is undefined (NaN, e.g. TAR at a FAR below what the number of
-pairs resolves) or ``assess=False`` (the smoke profile), the status is ``not assessed`` and
-the effect is still recorded.
+``no_greater`` is for claims of the form "A is not (clearly) better than B": weaker than the
+others by design, so read it with the interval. ``equivalent`` ("A matches B within ±margin")
+is reported as ``|Δ| − margin`` with the interval of that quantity over Δ's interval, so it
+holds when Δ's whole interval lies inside ``(−margin, margin)``. When the interval is undefined
+(NaN, e.g. TAR at a FAR below what the number of pairs resolves) or ``assess=False`` (the smoke
+profile), the status is ``not assessed`` and the effect is still recorded.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +40,23 @@ from ..errors import ConfigError
 from ..io import atomic_write_text
 from .results import markdown_table
 
-DIRECTIONS = ("greater", "less", "no_greater")
+DIRECTIONS = ("greater", "less", "no_greater", "equivalent")
 HOLDS, NOT_SIGNIFICANT, CONTRADICTED = "holds", "not significant", "contradicted"
-NOT_ASSESSED, NOT_EVALUATED = "not assessed", "not evaluated"
+NOT_ASSESSED = "not assessed"
 COLUMNS = ("id", "statement", "source", "status", "effect", "ci_low", "ci_high", "p_value",
-           "evidence", "metric", "direction", "n")
+           "evidence", "metric", "direction", "n", "paper_effect")
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """An effect with its confidence interval; what :meth:`Claim.evaluate` reads.
+    """An effect with its confidence interval: what every claim test returns.
 
     Attributes:
         effect: the estimated difference (ours − comparison) on the full sample.
-        ci_low, ci_high: the confidence interval of ``effect``.
-        p_value: optional two-sided p-value.
-        n: optional sample size (pairs, seeds).
-        compared: what was compared, e.g. "ArcFace − Softmax, LFW-like 10-fold accuracy".
+        ci_low, ci_high: its confidence interval (equal to ``effect`` for exact counts).
+        p_value: optional two-sided p-value of "no difference".
+        n: optional number of units resampled (pairs, probes, images).
+        compared: what was compared, e.g. "ArcFace − Softmax, accuracy on lfw pairs".
         n_boot: optional number of bootstrap resamples behind the interval.
     """
 
@@ -65,62 +68,127 @@ class Evidence:
     compared: str = ""
     n_boot: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("effect", "ci_low", "ci_high"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"evidence field {name} must be a number, got {value!r}")
+        if self.ci_low > self.ci_high:
+            raise ConfigError(f"the confidence interval is reversed (ci_low {self.ci_low} > "
+                              f"ci_high {self.ci_high})")
 
-def _read(evidence: Any, name: str, default: Any = None) -> Any:
-    if isinstance(evidence, Mapping):
-        return evidence.get(name, default)
-    return getattr(evidence, name, default)
+    @classmethod
+    def from_bootstrap(cls, result: Any, compared: str, n: int | None = None) -> Evidence:
+        """From a :class:`~fkdlib.evaluation.similarity.BootstrapResult`."""
+        return cls(float(result.effect), float(result.ci_low), float(result.ci_high),
+                   float(result.p_value), n, compared, int(result.n_boot))
 
-
-def _number(value: Any, what: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"evidence field {what} must be a number, got {value!r}") from None
-
-
-def as_evidence(evidence: Any) -> Evidence:
-    """Read ``effect``, ``ci_low``, ``ci_high`` (required) and ``p_value``, ``n`` (or
-    ``n_pairs``), ``compared`` (or ``description``), ``n_boot`` from an object or a mapping."""
-    if isinstance(evidence, Evidence):
-        return evidence
-    missing = [name for name in ("effect", "ci_low", "ci_high") if _read(evidence, name) is None]
-    if missing:
-        raise ConfigError(
-            f"evidence {type(evidence).__name__} lacks {', '.join(missing)}; expected an object "
-            "or mapping with effect, ci_low, ci_high (e.g. a paired_bootstrap result)"
-        )
-    p_value = _read(evidence, "p_value")
-    n = _read(evidence, "n", _read(evidence, "n_pairs"))
-    n_boot = _read(evidence, "n_boot")
-    return Evidence(
-        effect=_number(_read(evidence, "effect"), "effect"),
-        ci_low=_number(_read(evidence, "ci_low"), "ci_low"),
-        ci_high=_number(_read(evidence, "ci_high"), "ci_high"),
-        p_value=None if p_value is None else _number(p_value, "p_value"),
-        n=None if n is None else int(n),
-        compared=str(_read(evidence, "compared", _read(evidence, "description", "")) or ""),
-        n_boot=None if n_boot is None else int(n_boot),
-    )
+    @classmethod
+    def exact(cls, effect: float, compared: str) -> Evidence:
+        """An exact difference (counts, not samples): the interval is the point itself."""
+        return cls(float(effect), float(effect), float(effect), compared=compared)
 
 
 def verdict(direction: str, ci_low: float, ci_high: float) -> str:
-    """The status of a claim in ``direction`` given a confidence interval (module table)."""
+    """The status of a claim in ``direction`` given an interval measured from its bound
+    (module table; an ``equivalent`` claim's interval is that of ``|Δ| − margin``)."""
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"unknown direction {direction!r}; expected one of "
+                          f"{', '.join(DIRECTIONS)}")
     if math.isnan(ci_low) or math.isnan(ci_high):
         return NOT_ASSESSED
     if direction == "greater":
         return HOLDS if ci_low > 0 else CONTRADICTED if ci_high < 0 else NOT_SIGNIFICANT
-    if direction == "less":
-        return HOLDS if ci_high < 0 else CONTRADICTED if ci_low > 0 else NOT_SIGNIFICANT
     if direction == "no_greater":
         return CONTRADICTED if ci_low > 0 else HOLDS
-    raise ConfigError(f"unknown direction {direction!r}; expected one of {', '.join(DIRECTIONS)}")
+    return HOLDS if ci_high < 0 else CONTRADICTED if ci_low > 0 else NOT_SIGNIFICANT
+
+
+def distance_beyond_margin(evidence: Evidence, margin: float) -> tuple[float, float, float]:
+    """``|Δ| − margin`` and its interval over Δ's interval ``[l, h]``: from
+    ``(0 if l <= 0 <= h else min(|l|, |h|)) − margin`` to ``max(|l|, |h|) − margin``."""
+    low, high = evidence.ci_low, evidence.ci_high
+    if math.isnan(low) or math.isnan(high):
+        return abs(evidence.effect) - margin, math.nan, math.nan
+    upper = max(abs(low), abs(high))
+    lower = 0.0 if low <= 0 <= high else min(abs(low), abs(high))
+    return abs(evidence.effect) - margin, lower - margin, upper - margin
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper's claim, declared once with everything needed to check it.
+
+    Attributes:
+        id: short key, unique within a notebook, e.g. ``"ArcFace>Softmax:LFW"``.
+        statement: the claim in our words.
+        source: where the paper makes it (paper, section, table, figure or equation), as a
+            citation a reader can find.
+        metric: what the effect measures, in words (the claims table's column).
+        test: the evidence function, by name, with an optional argument after a colon
+            (``"pairs:accuracy"``, ``"exact:params (M)"``); see :func:`evaluate_claims`.
+        compares: the models compared, ``(a, b)`` for ``a − b``; ``b`` may be a tuple of models,
+            meaning the best of them (the test decides what "best" is, in the claim's
+            direction); a single model for a within-model effect (first vs last epoch).
+        protocol: the benchmark protocol the test reads (``"lfw"``, ``"ijb"``), if any.
+        direction: one of :data:`DIRECTIONS`.
+        bound: the value the effect is compared with (0: "larger"; b: "larger by more than b").
+        margin: the equivalence margin of an ``equivalent`` claim.
+        paper_effect: the paper's own effect in the same units, where the paper gives one.
+        paper_says: the paper's words, where we have them.
+    """
+
+    id: str
+    statement: str
+    source: str
+    metric: str
+    test: str
+    compares: tuple[Any, ...] = ()
+    protocol: str | None = None
+    direction: str = "greater"
+    bound: float = 0.0
+    margin: float | None = None
+    paper_effect: float | None = None
+    paper_says: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("id", "statement", "source", "metric", "test"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"claim {name} must be a non-empty string, got {value!r}")
+        if self.direction not in DIRECTIONS:
+            raise ConfigError(f"claim {self.id!r}: unknown direction {self.direction!r}; "
+                              f"expected one of {', '.join(DIRECTIONS)}")
+        if (self.direction == "equivalent") != (self.margin is not None):
+            raise ConfigError(f"claim {self.id!r}: an 'equivalent' claim needs a margin, and "
+                              "only it takes one")
+        if self.margin is not None and not (math.isfinite(self.margin) and self.margin > 0):
+            raise ConfigError(f"claim {self.id!r}: the margin must be a finite number > 0, "
+                              f"got {self.margin!r}")
+
+    @property
+    def test_name(self) -> str:
+        return self.test.partition(":")[0]
+
+    @property
+    def test_argument(self) -> str:
+        return self.test.partition(":")[2]
+
+    @property
+    def highest_is_best(self) -> bool:
+        """Whether "the best of several models" is the one scoring highest (the rival a claim
+        in this direction must beat)."""
+        return self.direction in ("greater", "no_greater")
+
+
+ClaimTest = Callable[[Claim], Evidence]
 
 
 @dataclass(frozen=True)
 class ClaimResult:
-    """The outcome of checking one claim."""
+    """One checked claim: the verdict and the effect measured from the claim's bound."""
 
+    claim: Claim
     status: str
     effect: float
     ci_low: float
@@ -129,137 +197,126 @@ class ClaimResult:
     n: int | None
     evidence: str
 
-
-@dataclass
-class Claim:
-    """A paper's claim to check.
-
-    Attributes:
-        id: short unique key within a notebook, e.g. ``"arcface>softmax:verification"``.
-        statement: the claim in words, as the paper makes it.
-        source: where the paper makes it (paper, section, table or figure).
-        metric: what the effect measures, e.g. "10-fold verification accuracy (%)".
-        direction: ``"greater"`` (effect > 0 expected), ``"less"`` or ``"no_greater"``.
-        result: the last :meth:`evaluate` outcome, ``None`` before.
-    """
-
-    id: str
-    statement: str
-    source: str
-    metric: str
-    direction: str
-    result: ClaimResult | None = field(default=None, compare=False)
-
-    def __post_init__(self) -> None:
-        for name in ("id", "statement", "source", "metric"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"claim {name} must be a non-empty string, got {value!r}")
-        if self.direction not in DIRECTIONS:
-            raise ConfigError(
-                f"claim {self.id!r}: unknown direction {self.direction!r}; "
-                f"expected one of {', '.join(DIRECTIONS)}"
-            )
-
-    def evaluate(self, evidence: Any, assess: bool = True) -> ClaimResult:
-        """Check the claim against ``evidence``; store and return the result.
-
-        Args:
-            evidence: anything with ``effect``, ``ci_low``, ``ci_high`` (attributes or keys),
-                optionally ``p_value``, ``n``, ``compared``; see :func:`as_evidence`.
-            assess: ``False`` records the effect but gives the status ``not assessed`` (the
-                smoke profile is too small for a verdict).
-        """
-        found = as_evidence(evidence)
-        if found.ci_low > found.ci_high:
-            raise ConfigError(
-                f"claim {self.id!r}: confidence interval is reversed "
-                f"(ci_low {found.ci_low} > ci_high {found.ci_high})"
-            )
-        status = verdict(self.direction, found.ci_low, found.ci_high) if assess else NOT_ASSESSED
-        parts = [found.compared] if found.compared else []
-        if found.n is not None:
-            parts.append(f"n={found.n}")
-        if found.n_boot is not None:
-            parts.append(f"{found.n_boot} bootstrap resamples")
-        if math.isnan(found.ci_low) or math.isnan(found.ci_high):
-            parts.append("confidence interval undefined (NaN) at this sample size")
-        elif not assess:
-            parts.append("not assessed at this profile")
-        self.result = ClaimResult(status, found.effect, found.ci_low, found.ci_high,
-                                  found.p_value, found.n, "; ".join(parts))
-        return self.result
-
     def row(self) -> dict[str, Any]:
-        """One row of the claims table (status ``not evaluated`` before :meth:`evaluate`)."""
-        result = self.result
-        nan = float("nan")
-        return {
-            "id": self.id, "statement": self.statement, "source": self.source,
-            "status": result.status if result else NOT_EVALUATED,
-            "effect": result.effect if result else nan,
-            "ci_low": result.ci_low if result else nan,
-            "ci_high": result.ci_high if result else nan,
-            "p_value": result.p_value if result and result.p_value is not None else nan,
-            "evidence": result.evidence if result else "",
-            "metric": self.metric, "direction": self.direction,
-            "n": result.n if result and result.n is not None else None,
-        }
+        claim, nan = self.claim, float("nan")
+        return {"id": claim.id, "statement": claim.statement, "source": claim.source,
+                "status": self.status, "effect": self.effect, "ci_low": self.ci_low,
+                "ci_high": self.ci_high,
+                "p_value": nan if self.p_value is None else self.p_value,
+                "evidence": self.evidence, "metric": claim.metric,
+                "direction": claim.direction, "n": self.n,
+                "paper_effect": nan if claim.paper_effect is None else claim.paper_effect}
 
 
-class ClaimSet:
-    """The claims of one notebook, in registration order, with unique ids."""
+def check_claim(claim: Claim, evidence: Evidence, assess: bool = True) -> ClaimResult:
+    """The verdict on ``claim`` given its ``evidence`` (``assess=False``: effect only)."""
+    if not isinstance(evidence, Evidence):
+        raise ConfigError(f"the test {claim.test!r} of claim {claim.id!r} returned "
+                          f"{type(evidence).__name__}; claim tests return Evidence")
+    if claim.direction == "equivalent":
+        effect, low, high = distance_beyond_margin(evidence, claim.margin)
+    else:
+        effect, low, high = (evidence.effect - claim.bound, evidence.ci_low - claim.bound,
+                             evidence.ci_high - claim.bound)
+    status = verdict(claim.direction, low, high) if assess else NOT_ASSESSED
+    parts = [evidence.compared] if evidence.compared else []
+    if claim.direction == "equivalent":
+        parts.append(f"Δ = {evidence.effect:+.4f}, 95% CI [{evidence.ci_low:+.4f}, "
+                     f"{evidence.ci_high:+.4f}], margin ±{claim.margin:g}")
+    elif claim.bound:
+        parts.append(f"measured from the bound {claim.bound:+g}")
+    if evidence.n is not None:
+        parts.append(f"n={evidence.n}")
+    if evidence.n_boot is not None:
+        parts.append(f"{evidence.n_boot} bootstrap resamples")
+    if math.isnan(low) or math.isnan(high):
+        parts.append("confidence interval undefined (NaN) at this sample size")
+    elif not assess:
+        parts.append("not assessed at this profile")
+    return ClaimResult(claim, status, effect, low, high, evidence.p_value, evidence.n,
+                       "; ".join(parts))
 
-    def __init__(self, claims: list[Claim] | None = None) -> None:
-        self._claims: dict[str, Claim] = {}
-        for claim in claims or []:
-            self.add(claim)
 
-    def add(self, claim: Claim) -> Claim:
-        """Register ``claim``; a second claim with the same id is refused."""
+def check_unique(claims: Sequence[Claim]) -> None:
+    """Claim ids must be unique within a notebook."""
+    seen: set[str] = set()
+    for claim in claims:
         if not isinstance(claim, Claim):
             raise ConfigError(f"expected a Claim, got {type(claim).__name__}")
-        if claim.id in self._claims:
-            raise ConfigError(f"a claim with id {claim.id!r} is already registered")
-        self._claims[claim.id] = claim
-        return claim
+        if claim.id in seen:
+            raise ConfigError(f"two claims have the id {claim.id!r}")
+        seen.add(claim.id)
 
-    def register(self, id: str, statement: str, source: str, metric: str,
-                 direction: str) -> Claim:
-        """Create and add a :class:`Claim`."""
-        return self.add(Claim(id, statement, source, metric, direction))
 
-    def __getitem__(self, claim_id: str) -> Claim:
-        if claim_id not in self._claims:
-            raise ConfigError(
-                f"no claim {claim_id!r}; registered: {', '.join(self._claims) or 'none'}"
-            )
-        return self._claims[claim_id]
+def evaluate_claims(claims: Sequence[Claim], tests: Mapping[str, ClaimTest],
+                    assess: bool = True) -> pd.DataFrame:
+    """Check every claim with its test; one row per claim with the columns of
+    :data:`COLUMNS`.
 
-    def __iter__(self) -> Iterator[Claim]:
-        return iter(self._claims.values())
+    Args:
+        claims: the declared claims of one notebook (unique ids).
+        tests: test name -> ``function(claim) -> Evidence``; e.g. the face-benchmark tests of
+            :func:`fkdlib.report.evidence.face_tests` plus a paper's own.
+        assess: ``False`` records the effects but gives every claim the status
+            ``not assessed`` (the smoke profile is too small for a verdict).
 
-    def __len__(self) -> int:
-        return len(self._claims)
+    Raises:
+        ConfigError: a claim names a test that ``tests`` lacks (before any test runs).
+    """
+    check_unique(claims)
+    unknown = sorted({c.test_name for c in claims} - set(tests))
+    if unknown:
+        raise ConfigError(f"no claim test named {', '.join(map(repr, unknown))}; available: "
+                          f"{', '.join(sorted(tests)) or 'none'}")
+    rows = [check_claim(claim, tests[claim.test_name](claim), assess).row() for claim in claims]
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame["n"] = frame["n"].astype("Int64")
+    return frame
 
-    def evaluate(self, claim_id: str, evidence: Any, assess: bool = True) -> ClaimResult:
-        """Evaluate the registered claim ``claim_id`` (see :meth:`Claim.evaluate`)."""
-        return self[claim_id].evaluate(evidence, assess=assess)
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row per claim with the columns of :data:`COLUMNS`."""
-        frame = pd.DataFrame([claim.row() for claim in self], columns=list(COLUMNS))
-        frame["n"] = frame["n"].astype("Int64")
-        return frame
+def claims_beside_paper(claims: Sequence[Claim], checked: pd.DataFrame) -> pd.DataFrame:
+    """The paper's words and effect beside our verdict and effect, one row per claim."""
+    ours = checked.set_index("id")
+    rows = [{"id": c.id, "paper says": c.paper_says or c.statement, "where": c.source,
+             "paper effect": c.paper_effect, "status": ours.loc[c.id, "status"],
+             "effect": ours.loc[c.id, "effect"], "ci_low": ours.loc[c.id, "ci_low"],
+             "ci_high": ours.loc[c.id, "ci_high"]} for c in claims if c.id in ours.index]
+    return pd.DataFrame(rows)
 
-    def save(self, path_stem: str | os.PathLike) -> dict[str, Path]:
-        """Write ``<stem>.csv`` (full precision) and ``<stem>.md`` atomically."""
-        stem = Path(path_stem)
-        frame = self.to_frame()
-        paths = {"csv": stem.with_name(f"{stem.name}.csv"),
-                 "md": stem.with_name(f"{stem.name}.md")}
-        atomic_write_text(paths["csv"], frame.to_csv(index=False))
-        shown = frame[["id", "statement", "source", "status", "effect", "ci_low", "ci_high",
-                       "p_value", "evidence"]]
-        atomic_write_text(paths["md"], markdown_table(shown, float_format="{:.4g}"))
-        return paths
+
+def save_claims(frame: pd.DataFrame, path_stem: str | os.PathLike) -> dict[str, Path]:
+    """Write ``<stem>.csv`` (full precision) and ``<stem>.md`` atomically."""
+    stem = Path(path_stem)
+    paths = {"csv": stem.with_name(f"{stem.name}.csv"), "md": stem.with_name(f"{stem.name}.md")}
+    atomic_write_text(paths["csv"], frame.to_csv(index=False))
+    shown = frame[["id", "statement", "source", "status", "effect", "ci_low", "ci_high",
+                   "p_value", "evidence"]]
+    atomic_write_text(paths["md"], markdown_table(shown, float_format="{:.4g}"))
+    return paths
+
+
+def best_of(claim: Claim, candidates: Sequence[str], score: Callable[[str], float]) -> str:
+    """The candidate a claim must beat: the highest-scoring one for a claim that its model
+    scores higher, the lowest-scoring one for a claim that it scores lower."""
+    chooser = max if claim.highest_is_best else min
+    return chooser(candidates, key=score)
+
+
+def rival(claim: Claim, score: Callable[[str], float] | None = None) -> str:
+    """The second model of ``claim.compares``; a tuple there means the best of those models
+    by ``score`` (:func:`best_of`)."""
+    if len(claim.compares) != 2:
+        raise ConfigError(f"claim {claim.id!r} compares {claim.compares!r}; its test needs two "
+                          "models (a, b)")
+    second = claim.compares[1]
+    if isinstance(second, str):
+        return second
+    if score is None:
+        raise ConfigError(f"claim {claim.id!r} compares with the best of {second!r}, which its "
+                          f"test {claim.test!r} cannot rank")
+    return best_of(claim, list(second), score)
+
+
+__all__ = ["COLUMNS", "DIRECTIONS", "Claim", "ClaimResult", "ClaimTest", "Evidence",
+           "best_of", "check_claim", "claims_beside_paper", "distance_beyond_margin",
+           "evaluate_claims", "rival", "save_claims", "verdict"]

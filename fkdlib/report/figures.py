@@ -38,9 +38,9 @@ _METHOD_COLORS = {
     "arcface": "#0072B2", "combined": "#CC79A7", "cm": "#CC79A7",
     "kd": "#E69F00", "fitnet": "#56B4E9", "at": "#009E73", "rkd": "#CC79A7", "pkt": "#F0E442",
     "l_fm": "#56B4E9", "l_sr": "#0072B2",
-    "fcd": "#0072B2", "a_skd": "#009E73",
-    "ours": "#D55E00", "srrl": "#D55E00", "fcd+icd": "#D55E00", "icd": "#D55E00",
-    "fan_face": "#D55E00", "condface": "#D55E00", "f_skd": "#D55E00", "vargfacenet": "#D55E00",
+    "fcd": "#0072B2",
+    "ours": "#D55E00", "srrl": "#D55E00", "l_fm+l_sr": "#D55E00", "fcd+icd": "#D55E00",
+    "icd": "#D55E00", "vargfacenet": "#D55E00",
 }
 
 #: rcParams of the fkdlib figure style.
@@ -93,13 +93,17 @@ def _canonical(name: str) -> str:
     return base.strip().lower().replace("-", "_").replace(" ", "_")
 
 
-def method_color(name: str) -> str:
+def method_color(name: str, colors: Mapping[str, str] | None = None) -> str:
     """The colour of a method, the same in every figure and every process.
+
+    ``colors`` (a notebook's own colour map, e.g. one colour per backbone) takes precedence.
 
     Known names (``arcface``, ``teacher``, ``kd``, ``ours`` ...; case, spaces and hyphens
     ignored) have fixed colours; any other name gets a palette colour chosen by a hash of the
     name (SHA-256, not Python's salted ``hash``), so it is stable too.
     """
+    if colors and name in colors:
+        return colors[name]
     key = _canonical(name)
     if key in _METHOD_COLORS:
         return _METHOD_COLORS[key]
@@ -145,9 +149,13 @@ def _axes(ax: Axes | None) -> Axes:
 
 def plot_similarity_distributions(
     data: Mapping[str, tuple[Any, Any]], ax: Axes | None = None, bins: int = 80,
-    value_range: tuple[float, float] | None = None,
+    value_range: tuple[float, float] | None = None, colors: Mapping[str, str] | None = None,
+    legend: bool = True,
 ) -> Axes:
     """Densities of positive- and negative-pair similarities per method on shared axes.
+
+    Colours come from :func:`method_color` (``colors`` overrides it per method); ``legend``
+    False leaves the legend to the caller (one legend for a figure of several panels).
 
     Each method has one colour: positive pairs solid, negative pairs dashed, drawn as
     histogram densities (``numpy.histogram(density=True)``) over common bins, with a vertical
@@ -169,7 +177,7 @@ def plot_similarity_distributions(
     edges = np.linspace(value_range[0], value_range[1], bins + 1)
     ax = _axes(ax)
     for method, (positive, negative) in arrays.items():
-        color = method_color(method)
+        color = method_color(method, colors)
         for kind, values, style in (("pos", positive, "-"), ("neg", negative, "--")):
             density, _ = np.histogram(values, bins=edges, density=True)
             ax.stairs(density, edges, color=color, linestyle=style, linewidth=1.6,
@@ -178,16 +186,22 @@ def plot_similarity_distributions(
                        label=f"_{method} ({kind}) mean")
     ax.set_xlabel("cosine similarity")
     ax.set_ylabel("density")
-    ax.legend(loc="best", ncol=2 if len(arrays) > 2 else 1)
+    if legend:
+        ax.legend(loc="best", ncol=2 if len(arrays) > 2 else 1)
     return ax
 
 
 def plot_roc(curves: Mapping[str, tuple[Any, Any]], ax: Axes | None = None,
-             min_far: float | None = None) -> Axes:
+             min_far: float | None = None, colors: Mapping[str, str] | None = None,
+             styles: Mapping[str, Mapping[str, Any]] | None = None,
+             legend: Mapping[str, Any] | None = None) -> Axes:
     """ROC curves, TAR against FAR on a logarithmic FAR axis.
 
     Points with FAR = 0 cannot be placed on a log axis and are left out; ``min_far`` sets
     the left end of the axis (default: the smallest positive FAR plotted, at most 0.1).
+    Colours come from :func:`method_color` (``colors`` overrides it per method); ``styles``
+    adds line options per method (e.g. ``{"KD": {"linestyle": "--"}}``); ``legend`` holds
+    options for the legend (default: lower right).
     """
     if not curves:
         raise ValueError("no methods to plot: pass {method: (fpr, tpr)}")
@@ -206,13 +220,14 @@ def plot_roc(curves: Mapping[str, tuple[Any, Any]], ax: Axes | None = None,
         if not keep.any():
             raise ValueError(f"{method!r}: every FAR is 0, nothing can be drawn on a log axis")
         smallest = min(smallest, float(fpr[keep].min()))
-        ax.plot(fpr[keep], tpr[keep], color=method_color(method), label=method)
+        ax.plot(fpr[keep], tpr[keep], label=method,
+                **{"color": method_color(method, colors), **(styles or {}).get(method, {})})
     ax.set_xscale("log")
     ax.set_xlim(min_far if min_far is not None else min(smallest, 0.1), 1.0)
     ax.set_ylim(0.0, 1.01)
     ax.set_xlabel("false accept rate (FAR)")
     ax.set_ylabel("true accept rate (TAR)")
-    ax.legend(loc="lower right")
+    ax.legend(**({"loc": "lower right"} | dict(legend or {})))
     return ax
 
 

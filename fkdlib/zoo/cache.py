@@ -24,7 +24,7 @@ import io
 import json
 import shutil
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,8 +286,16 @@ def get_or_train(spec: ModelSpec, cache_dir: str | Path = DEFAULT_CACHE_DIR,
 
 
 def train_all(specs: Mapping[str, ModelSpec], cache_dir: str | Path = DEFAULT_CACHE_DIR,
-              device: torch.device | str = "cpu", log: Callable[[str], None] = print
-              ) -> dict[str, TrainedModel]:
-    """Train (or load from the zoo) every spec, in order, keyed as ``specs`` is."""
-    return {name: get_or_train(spec, cache_dir=cache_dir, device=device, log=log)
-            for name, spec in specs.items()}
+              device: torch.device | str = "cpu", log: Callable[[str], None] = print,
+              names: Sequence[str] | None = None) -> dict[str, TrainedModel]:
+    """Train (or load from the zoo) every spec, or those ``names``, in order, keyed as
+    ``specs`` is.
+
+    Raises:
+        ConfigError: a name is not among the specs (before anything is trained).
+    """
+    unknown = [name for name in names or () if name not in specs]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown}; expected some of {list(specs)}")
+    return {name: get_or_train(specs[name], cache_dir=cache_dir, device=device, log=log)
+            for name in (names or specs)}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..evaluation.complexity import profile_model
-from .registry import list_models
+from ..models.registry import list_models
+from .complexity import profile_model
 
 
 def add_profile_model_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from fkdlib.errors import ConfigError
-from fkdlib.models.cli import add_profile_model_parser
+from fkdlib.evaluation.cli import add_profile_model_parser
 
 
 def run(argv):
@@ -24,8 +24,8 @@ def exact_count(output, label):
 def test_prints_params_macs_and_flops_labelled(capsys):
     assert run(["iresnet18"]) == 0
     output = capsys.readouterr().out
-    assert "24.026 M" in output  # PAPERS.md: 24.03M
-    assert "2.610 GMACs" in output  # PAPERS.md: 2.61 GMACs
+    assert "24.026 M" in output  # insightface_model_sizes: 24.03M
+    assert "2.610 GMACs" in output  # insightface_model_sizes: 2.61 GMACs
     macs, flops = exact_count(output, "multiply-adds"), exact_count(output, "FLOPs (2 x MACs)")
     assert flops == 2 * macs
     assert "GFLOPs" in output
