@@ -42,3 +42,16 @@ class _Sleeper(torch.nn.Module):
 def sleeper():
     """A fake network class whose forward sleeps a fixed time per image (latency tests)."""
     return _Sleeper
+
+
+def assert_same_step(distiller, reference, terms, expected):
+    """The distiller's loss terms, gradients and BatchNorm statistics equal, bit for bit, those
+    of ``reference`` (a deep copy that computed ``expected`` the straightforward way)."""
+    assert terms.keys() == expected.keys()
+    for name, value in terms.items():
+        assert torch.equal(value, expected[name]), name
+    for (name, p), q in zip(distiller.named_parameters(), reference.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        assert p.grad is None or torch.equal(p.grad, q.grad), name
+    for (name, a), b in zip(distiller.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), name  # BatchNorm statistics included

@@ -1,5 +1,8 @@
 """Distiller: frozen teacher through a real Trainer run, loss terms, registry and shapes."""
 
+import copy
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +16,7 @@ from fkdlib.errors import ConfigError
 from fkdlib.heads import ArcFace, SoftmaxHead
 from fkdlib.models import create_model
 from fkdlib.training.trainer import TrainConfig, Trainer
+from conftest import assert_same_step
 
 CLASSES = 4
 
@@ -127,6 +131,89 @@ def test_terms_equal_direct_computations():
     outputs = distiller.student_outputs(images)
     assert {"stem", "layer1", "layer4", "pooled", "embedding", "logits"} <= set(outputs)
     torch.testing.assert_close(outputs["logits"], 16.0 * cos_s.clamp(-1, 1))
+
+
+def _reference_terms(distiller, images, labels):
+    """The terms written out as the distiller computed them before logits became opt-in: both
+    networks' logits at every step, the student's head run a second time (with labels) for
+    the cross-entropy."""
+    student = dict(distiller.student_backbone.forward_features(images))
+    student["logits"] = distiller.student_head(student["embedding"])
+    with torch.no_grad():
+        teacher = dict(distiller.teacher_backbone.forward_features(images))
+        teacher["logits"] = distiller.teacher_head(teacher["embedding"])
+    terms = {}
+    if distiller.ce_weight:
+        logits = distiller.student_head(student["embedding"], labels)
+        terms["ce"] = distiller.ce_weight * F.cross_entropy(logits, labels)
+    for name, loss in distiller.losses.items():
+        if distiller.loss_weights[name]:
+            terms[name] = distiller.loss_weights[name] * loss(student, teacher, labels)
+    return terms
+
+
+def _count_head_calls(head):
+    calls = Counter()
+    head.register_forward_pre_hook(
+        lambda module, args: calls.update(["labels" if len(args) > 1 else "no labels"]))
+    return calls
+
+
+@pytest.mark.parametrize("head, ce_weight, weights, student_calls, teacher_calls", [
+    ("arcface", 1.0, {"angular": 7.0}, {"labels": 1}, {}),
+    ("arcface", 1.0, {"angular": 7.0, "kd": 0.0}, {"labels": 1}, {}),
+    ("arcface", 0.1, {"kd": 0.9}, {"labels": 1, "no labels": 1}, {"no labels": 1}),
+    ("arcface", 0.0, {"angular": 7.0, "kd": 1.0}, {"no labels": 1}, {"no labels": 1}),
+    ("softmax", 0.1, {"angular": 7.0, "kd": 0.9}, {"labels": 1, "no labels": 1},
+     {"no labels": 1}),
+    ("softmax", 1.0, {"angular": 7.0}, {"labels": 1}, {}),
+])
+def test_logits_only_when_a_loss_needs_them_and_terms_and_gradients_are_unchanged(
+        head, ce_weight, weights, student_calls, teacher_calls):
+    student, student_head, teacher, teacher_head = _pair(seed=5, teacher_embedding=24)
+    if head == "softmax":
+        student_head, teacher_head = SoftmaxHead(16, CLASSES), SoftmaxHead(24, CLASSES)
+    modules = {"angular": AngularLoss(16, 24, project=True), "kd": KDLoss()}
+    distiller = Distiller(student, student_head, teacher, teacher_head,
+                          {name: (modules[name], w) for name, w in weights.items()},
+                          ce_weight=ce_weight)
+    reference = copy.deepcopy(distiller)
+    calls = _count_head_calls(distiller.student_head), _count_head_calls(distiller.teacher_head)
+    images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    assert distiller.needs_logits == bool(weights.get("kd"))
+
+    terms = distiller(images, labels)
+    sum(terms.values()).backward()
+    expected = _reference_terms(reference, images, labels)
+    sum(expected.values()).backward()
+
+    assert calls == (Counter(student_calls), Counter(teacher_calls))
+    assert_same_step(distiller, reference, terms, expected)
+
+
+class RecordKeys(nn.Module):
+    def __init__(self, needs_logits):
+        super().__init__()
+        self.needs_logits, self.seen = needs_logits, []
+
+    def forward(self, student, teacher, labels):
+        self.seen.append(("logits" in student, "logits" in teacher))
+        return student["embedding"].sum()
+
+
+def test_logits_reach_exactly_the_losses_that_declare_them():
+    undeclared, declared = RecordKeys(False), RecordKeys(True)
+    distiller = Distiller(*_pair(), {"a": (undeclared, 1.0)})
+    images, labels = torch.randn(2, 3, 16, 16), torch.tensor([0, 1])
+    distiller(images, labels)
+    assert undeclared.seen == [(False, False)]
+    distiller = Distiller(*_pair(), {"a": (undeclared, 1.0), "b": (declared, 1.0)})
+    distiller(images, labels)
+    assert undeclared.seen[-1] == declared.seen[-1] == (True, True)
+    distiller.loss_weights["b"] = 0.0  # a term switched off no longer asks for logits
+    distiller(images, labels)
+    assert undeclared.seen[-1] == (False, False) and len(declared.seen) == 1
 
 
 class Exploding(nn.Module):

@@ -6,8 +6,8 @@ import torch
 
 from fkdlib.distill import (
     AT_WEIGHT, FITNET_WEIGHT, KD_CE_WEIGHT, KD_TEMPERATURE, KD_WEIGHT, PKT_WEIGHT, RKD_WEIGHT,
-    AngularLoss, ATLoss, FitNetLoss, KDLoss, PKTLoss, RKDLoss, angular_distance, attention_map,
-    kd_divergence)
+    AngularLoss, ATLoss, FCDLoss, FitNetLoss, ICDLoss, KDLoss, PKTLoss, RKDLoss, SRRLLoss,
+    angular_distance, attention_map, kd_divergence)
 from fkdlib.errors import ConfigError
 
 LABELS = torch.zeros(6, dtype=torch.long)
@@ -257,3 +257,16 @@ def test_relational_losses_send_gradients_to_the_student_only(loss, key, shape):
     loss({key: s}, {key: t}, LABELS).backward()
     assert float(s.grad.abs().sum()) > 0
     assert t.grad is None
+
+
+def test_only_kd_declares_that_it_reads_logits():
+    # every loss class of fkdlib.distill; only Hinton KD reads student/teacher["logits"], and
+    # PKT and RKD when they are told to relate the logits
+    readers = [cls.__name__ for cls in (AngularLoss, ATLoss, FCDLoss, FitNetLoss, ICDLoss,
+                                        KDLoss, PKTLoss, RKDLoss, SRRLLoss)
+               if isinstance(getattr(cls, "needs_logits", False), bool)
+               and getattr(cls, "needs_logits", False)]
+    assert readers == ["KDLoss"]
+    assert KDLoss(temperature=2.0).needs_logits is True
+    assert PKTLoss().needs_logits is False and RKDLoss().needs_logits is False
+    assert PKTLoss(feature="logits").needs_logits and RKDLoss(feature="logits").needs_logits

@@ -1,16 +1,21 @@
 """Unlabeled-data distillation with mixup (SRRL §4.2.2): draws, terms, trainer resume."""
 
+import copy
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fkdlib.data.transforms import to_float_image
-from fkdlib.distill import KDLoss, UnlabeledMixupDistiller
+from fkdlib.distill import KDLoss, UnlabeledMixupDistiller, kd_divergence, soft_target_kl
 from fkdlib.errors import ConfigError
 from fkdlib.heads import ArcFace
 from fkdlib.models import create_model
 from fkdlib.training.trainer import TrainConfig, Trainer
+from conftest import assert_same_step
 
 CLASSES = 3
 
@@ -34,13 +39,14 @@ def _unlabeled(count=10):
                                                                dtype=np.uint8))
 
 
-def _distiller(seed=0, **kwargs):
+def _distiller(seed=0, kd_weight=0.9, **kwargs):
     torch.manual_seed(0)
     student = create_model("iresnet18", input_size=16, width=0.125, embedding_size=8)
     teacher = create_model("iresnet18", input_size=16, width=0.125, embedding_size=8)
     return UnlabeledMixupDistiller(student, ArcFace(8, CLASSES, s=8.0), teacher,
                                    ArcFace(8, CLASSES, s=8.0), _unlabeled(),
-                                   {"kd": (KDLoss(), 0.9)}, seed=seed, **kwargs)
+                                   {"kd": (KDLoss(), kd_weight)} if kd_weight else {},
+                                   seed=seed, **kwargs)
 
 
 def test_draws_are_reproducible_from_seed_and_counter():
@@ -106,6 +112,58 @@ def test_terms_match_direct_computations():
     assert float(terms["kd_unlabeled"]) == pytest.approx(0.7 * kd_u, rel=1e-4)
     assert float(terms["kd_mixup"]) == pytest.approx(0.4 * kd_mix, rel=1e-4)
     assert int(distiller.draws) == 1
+
+
+def _reference_terms(distiller, images, labels):
+    """The forward written out as it was before logits became opt-in: both networks' logits on
+    the labeled images at every step."""
+    student, teacher = distiller.student_outputs(images), distiller.teacher_outputs(images)
+    terms = distiller.loss_terms(student, teacher, labels)
+    unlabeled, lam = distiller.draw_unlabeled(len(images))
+    teacher_unlabeled = distiller.teacher_outputs(unlabeled)["logits"]
+    T = distiller.temperature
+    if distiller.unlabeled_weight:
+        student_unlabeled = distiller.student_head(distiller.student_backbone(unlabeled))
+        terms["kd_unlabeled"] = distiller.unlabeled_weight * kd_divergence(
+            student_unlabeled, teacher_unlabeled, T)
+    if distiller.mixup_weight:
+        target = (lam * F.softmax(teacher["logits"] / T, dim=1)
+                  + (1 - lam) * F.softmax(teacher_unlabeled / T, dim=1))
+        mixed = distiller.student_head(distiller.student_backbone(
+            lam * images + (1 - lam) * unlabeled))
+        terms["kd_mixup"] = distiller.mixup_weight * soft_target_kl(mixed, target, T)
+    return terms
+
+
+def _count_head_calls(head):
+    calls = Counter()
+    head.register_forward_pre_hook(
+        lambda module, args: calls.update(["labels" if len(args) > 1 else "no labels"]))
+    return calls
+
+
+@pytest.mark.parametrize("kd_weight, unlabeled_weight, mixup_weight, student_calls, "
+                         "teacher_calls", [
+    (0.0, 1.0, 1.0, {"labels": 1, "no labels": 2}, {"no labels": 2}),
+    (0.9, 1.0, 1.0, {"labels": 1, "no labels": 3}, {"no labels": 2}),
+    (0.0, 1.0, 0.0, {"labels": 1, "no labels": 1}, {"no labels": 1}),
+    (0.0, 0.0, 1.0, {"labels": 1, "no labels": 1}, {"no labels": 2}),
+])
+def test_terms_and_gradients_are_those_of_the_always_logits_forward(
+        kd_weight, unlabeled_weight, mixup_weight, student_calls, teacher_calls):
+    distiller = _distiller(kd_weight=kd_weight, unlabeled_weight=unlabeled_weight,
+                           mixup_weight=mixup_weight)
+    reference = copy.deepcopy(distiller)
+    calls = _count_head_calls(distiller.student_head), _count_head_calls(distiller.teacher_head)
+    images = to_float_image(torch.from_numpy(TinyFaces().images_u8()[:4]))
+    labels = torch.tensor([0, 1, 2, 0])
+    terms = distiller(images, labels)
+    sum(terms.values()).backward()
+    expected = _reference_terms(reference, images, labels)
+    sum(expected.values()).backward()
+    # logits of the labeled images only where KD (student, teacher) or mixup (teacher) reads them
+    assert calls == (Counter(student_calls), Counter(teacher_calls))
+    assert_same_step(distiller, reference, terms, expected)
 
 
 def test_zero_weights_skip_the_unlabeled_batch_and_bad_input_is_refused():

@@ -52,3 +52,28 @@ def test_metadata_is_a_copy():
     kinds.add("synthface", dict, version="1")
     kinds.metadata("synthface")["version"] = "changed"
     assert kinds.metadata("synthface") == {"version": "1"}
+
+
+def test_every_library_registry_is_a_registry_with_the_built_in_entries():
+    from fkdlib.data import DATA_KINDS
+    from fkdlib.distill import LOSSES, default_weights
+    from fkdlib.distill.icd import FCD_WEIGHT
+    from fkdlib.distill.kd import KD_WEIGHT
+    from fkdlib.heads import HEADS
+    from fkdlib.models.registry import MODELS
+    from fkdlib.training.callbacks import MONITORS
+    from fkdlib.zoo import METHODS
+
+    for registry in (DATA_KINDS, LOSSES, HEADS, MODELS, MONITORS, METHODS):
+        assert isinstance(registry, Registry)
+    assert DATA_KINDS.names() == ["cifar", "folder", "recordio", "synthface"]
+    assert HEADS.names() == ["arcface", "combined", "cosface", "norm_softmax", "softmax",
+                             "sphereface"]
+    assert METHODS.names() == ["classify", "distill", "distill_unlabeled"]
+    assert MONITORS.names() == ["target_angles"]
+    # the table of default weights is derived from the registry, one entry per loss
+    weights = default_weights()
+    assert sorted(weights) == LOSSES.names() == ["angular", "at", "fcd", "fitnet", "icd", "kd",
+                                                 "pkt", "rkd", "srrl"]
+    assert weights["kd"] == KD_WEIGHT == 0.9 and weights["fcd"] == FCD_WEIGHT == 7.0
+    assert HEADS.options("arcface") == ["s", "m", "easy_margin"]

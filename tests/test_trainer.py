@@ -5,11 +5,12 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from fkdlib.errors import ConfigError
+from fkdlib.training import trainer as trainer_module
 from fkdlib.training.trainer import (
-    ClassificationTask, TrainConfig, Trainer, TrainingDivergedError, _lr_lambda)
+    NAN_CHECK_INTERVAL, ClassificationTask, TrainConfig, Trainer, TrainingDivergedError,
+    _lr_lambda, _nan_check_interval)
 
 
 class TinyU8Data(torch.utils.data.Dataset):
@@ -128,6 +129,87 @@ def test_nan_loss_stops_with_epoch_step_and_causes_and_keeps_checkpoint(tmp_path
     assert "epoch 2, step 1" in message
     assert "learning rate" in message and "margin" in message and "AMP" in message
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+
+
+class NanAtCalls(nn.Module):
+    """NaN loss at the given forward calls (1-based; 4 steps per epoch with CONFIG)."""
+
+    def __init__(self, calls):
+        super().__init__()
+        self.inner, self.nan_calls, self.calls = _task(), set(calls), 0
+
+    def forward(self, images, labels):
+        losses = self.inner(images, labels)
+        self.calls += 1
+        if self.calls in self.nan_calls:
+            losses["ce"] = losses["ce"] * float("nan")
+        return losses
+
+
+class RecordEpochEnds:
+    def __init__(self):
+        self.epochs = []
+
+    def on_epoch_end(self, trainer, epoch):
+        self.epochs.append(epoch)
+
+
+@pytest.mark.parametrize("interval, nan_calls, where", [
+    (3, [5, 6, 7, 8], "epoch 2, one of steps 1-3"),  # caught at the first window's check
+    (3, [8], "epoch 2, step 4 "),  # only the epoch's last step, caught at its end
+    (NAN_CHECK_INTERVAL, [6], "epoch 2, one of steps 1-4"),  # window longer than the epoch
+])
+def test_deferred_nan_check_names_the_window_and_keeps_the_checkpoint(
+        tmp_path, monkeypatch, interval, nan_calls, where):
+    monkeypatch.setattr(trainer_module, "_nan_check_interval", lambda device: interval)
+    epoch_ends = RecordEpochEnds()
+    with pytest.raises(TrainingDivergedError) as excinfo:
+        Trainer(NanAtCalls(nan_calls), CONFIG, checkpoint_dir=tmp_path,
+                callbacks=[epoch_ends]).fit(TinyU8Data())
+    message = str(excinfo.value)
+    assert where in message
+    assert "last good checkpoint" in message
+    assert "learning rate" in message and "margin" in message and "AMP" in message
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+    assert epoch_ends.epochs == [0]  # the diverged epoch is not evaluated either
+
+
+def test_the_nan_flag_is_read_once_per_window_and_training_is_unchanged(monkeypatch):
+    assert _nan_check_interval(torch.device("cpu")) == 1
+    assert _nan_check_interval(torch.device("cuda")) == NAN_CHECK_INTERVAL
+    every_step = _task()
+    Trainer(every_step, CONFIG).fit(TinyU8Data())
+
+    reads = []
+    check = Trainer._check_finite
+
+    def counting(self, nonfinite, epoch, first_step, last_step, losses):
+        reads.append((epoch, first_step, last_step))
+        check(self, nonfinite, epoch, first_step, last_step, losses)
+
+    monkeypatch.setattr(trainer_module, "_nan_check_interval", lambda device: 3)
+    monkeypatch.setattr(Trainer, "_check_finite", counting)
+    deferred = _task()
+    Trainer(deferred, CONFIG).fit(TinyU8Data())
+    assert reads == [(epoch, first, last) for epoch in range(3) for first, last in
+                     ((0, 2), (3, 3))]
+    for (name, a), b in zip(every_step.state_dict().items(), deferred.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_no_host_sync_inside_an_epoch_on_cuda():
+    class ErrorOnSyncBetweenFirstAndLastStep:
+        def on_step_end(self, trainer, epoch, step, losses):
+            torch.cuda.set_sync_debug_mode("error" if step < 2 else "default")
+
+    try:
+        # steps 2 and 3 of each epoch (4 steps, fewer than NAN_CHECK_INTERVAL) run with every
+        # synchronising CUDA call raising
+        Trainer(_task(), TrainConfig(epochs=2, batch_size=16, amp=False), device="cuda",
+                callbacks=[ErrorOnSyncBetweenFirstAndLastStep()]).fit(TinyU8Data())
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_frozen_parameters_do_not_move():

@@ -64,7 +64,7 @@ class AngularLoss(nn.Module):
         return f"student_dim={self.student_dim}, teacher_dim={self.teacher_dim}"
 
 
-@register_loss("angular")
+@register_loss("angular", default_weight=ANGULAR_WEIGHT)
 def _build_angular(student_backbone: nn.Module, teacher_backbone: nn.Module,
                    teacher_head: nn.Module, project: bool = False) -> AngularLoss:
     return AngularLoss(feature_shape(student_backbone, "embedding", "student")[0],

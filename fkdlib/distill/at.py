@@ -77,7 +77,7 @@ class ATLoss(nn.Module):
         return f"pairs={list(self.pairs)}, p={self.p}"
 
 
-@register_loss("at")
+@register_loss("at", default_weight=AT_WEIGHT)
 def _build_at(student_backbone: nn.Module, teacher_backbone: nn.Module, teacher_head: nn.Module,
               stages: Sequence[str | Sequence[str]] = AT_STAGES, p: float = 2.0) -> ATLoss:
     loss = ATLoss(stages, p)

@@ -9,8 +9,11 @@ in the style of mdistiller (Zhao et al., "Decoupled Knowledge Distillation", CVP
 Every distillation loss is an ``nn.Module`` with
 ``forward(student: dict, teacher: dict, labels: Tensor) -> Tensor`` (a scalar), where the dicts
 are the backbones' ``forward_features`` outputs (``stem``, ``layer1`` .. ``layer4``,
-``pooled``, ``embedding``) plus ``"logits"``, the head's output without margin (``s · cos θ``
-for margin heads, ``W x + b`` for the softmax head), which Hinton's KD consumes.
+``pooled``, ``embedding``). A loss that also reads ``"logits"``, the head's output without
+margin (``s · cos θ`` for margin heads, ``W x + b`` for the softmax head), as Hinton's KD does,
+declares it with the attribute ``needs_logits = True``; the distiller adds ``"logits"`` to both
+dicts only when a loss with a nonzero weight declares it, since the full-class logits of both
+networks cost as much as the student's cross-entropy head and most losses never read them.
 
 Losses are built by name with :func:`create_loss` so that a distilled model can be described
 by plain data (a :class:`~fkdlib.zoo.ModelSpec`); a module registers its factory with
@@ -19,7 +22,6 @@ by plain data (a :class:`~fkdlib.zoo.ModelSpec`); a module registers its factory
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
 
@@ -28,30 +30,34 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 
 LossFactory = Callable[..., nn.Module]
-_LOSSES: dict[str, LossFactory] = {}
+# factory(student_backbone, teacher_backbone, teacher_head, **options) with its published
+# default weight as metadata ("default_weight")
+LOSSES: Registry = Registry("distillation loss", skip=3)
 
 Features = dict[str, Tensor]
 
 
-def register_loss(name: str) -> Callable[[LossFactory], LossFactory]:
-    """Register ``factory(student_backbone, teacher_backbone, teacher_head, **kwargs)``.
+def register_loss(name: str, default_weight: float) -> Callable[[LossFactory], LossFactory]:
+    """Register ``factory(student_backbone, teacher_backbone, teacher_head, **kwargs)`` with
+    the loss's published default weight.
 
     The factory receives both backbones and the teacher's head so that a loss can size its
     connectors (:func:`feature_shapes`) or take the teacher's classifier (SRRL).
     """
-    def decorator(factory: LossFactory) -> LossFactory:
-        if name in _LOSSES and _LOSSES[name] is not factory:
-            raise ConfigError(f"a distillation loss named {name!r} is already registered")
-        _LOSSES[name] = factory
-        return factory
-    return decorator
+    return LOSSES.register(name, default_weight=check_weight(name, default_weight))
 
 
 def list_losses() -> list[str]:
     """Names of the registered distillation losses, sorted."""
-    return sorted(_LOSSES)
+    return LOSSES.names()
+
+
+def default_weights() -> dict[str, float]:
+    """Each registered loss's published default weight, from the registry."""
+    return LOSSES.table("default_weight")
 
 
 def create_loss(name: str, student_backbone: nn.Module, teacher_backbone: nn.Module,
@@ -60,20 +66,9 @@ def create_loss(name: str, student_backbone: nn.Module, teacher_backbone: nn.Mod
 
     Raises:
         ConfigError: the name is unknown (the message lists the known ones) or an option is
-            not one the loss takes.
+            not one the loss takes (the message lists the ones it takes).
     """
-    if name not in _LOSSES:
-        raise ConfigError(f"unknown distillation loss {name!r}; registered losses: "
-                          f"{', '.join(list_losses())}")
-    factory = _LOSSES[name]
-    signature = inspect.signature(factory)
-    try:
-        signature.bind(student_backbone, teacher_backbone, teacher_head, **kwargs)
-    except TypeError as error:
-        accepted = list(signature.parameters)[3:]
-        raise ConfigError(f"invalid options {sorted(kwargs)} for distillation loss {name!r} "
-                          f"({error}); it accepts: {', '.join(accepted) or 'no options'}") from None
-    return factory(student_backbone, teacher_backbone, teacher_head, **kwargs)
+    return LOSSES.create(name, student_backbone, teacher_backbone, teacher_head, **kwargs)
 
 
 def feature_shapes(backbone: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -144,7 +139,8 @@ class Distiller(nn.Module):
             change.
         losses: ``{name: (loss_module, weight)}``; the modules may own trainable parameters
             (connectors, projections), which are optimised with the student. A weight of 0
-            skips computing the term.
+            skips computing the term. Both networks' ``"logits"`` are computed only when a
+            module with a nonzero weight has a true ``needs_logits`` attribute.
         ce_weight: weight of the student's classification loss (0 skips it).
     """
 
@@ -185,17 +181,33 @@ class Distiller(nn.Module):
         yield from self.student_backbone.parameters()
         yield from self.student_head.parameters()
 
-    def student_outputs(self, images: Tensor) -> Features:
-        """The student's ``forward_features`` plus ``"logits"`` (head output without margin)."""
+    @property
+    def needs_logits(self) -> bool:
+        """Whether a loss with a nonzero weight reads ``"logits"`` (declares ``needs_logits``).
+
+        Evaluated at every forward, so a weight changed in ``loss_weights`` takes effect.
+        """
+        return any(self.loss_weights[name] and getattr(loss, "needs_logits", False)
+                   for name, loss in self.losses.items())
+
+    def student_outputs(self, images: Tensor, logits: bool = True) -> Features:
+        """The student's ``forward_features``, plus ``"logits"`` (head output without margin)
+        if ``logits``."""
         outputs = dict(self.student_backbone.forward_features(images))
-        outputs["logits"] = self.student_head(outputs["embedding"])
+        if logits:
+            # loss_terms runs the head again, with labels, for the CE term. Sharing one cosine
+            # matrix would sum both terms' gradients before the head's backward instead of
+            # after it, changing the rounding of the trained weights.
+            outputs["logits"] = self.student_head(outputs["embedding"])
         return outputs
 
-    def teacher_outputs(self, images: Tensor) -> Features:
-        """The teacher's ``forward_features`` plus ``"logits"``, computed without gradients."""
+    def teacher_outputs(self, images: Tensor, logits: bool = True) -> Features:
+        """The teacher's ``forward_features``, plus ``"logits"`` if ``logits``, computed without
+        gradients."""
         with torch.no_grad():
             outputs = dict(self.teacher_backbone.forward_features(images))
-            outputs["logits"] = self.teacher_head(outputs["embedding"])
+            if logits:
+                outputs["logits"] = self.teacher_head(outputs["embedding"])
         return outputs
 
     def loss_terms(self, student: Features, teacher: Features,
@@ -213,4 +225,6 @@ class Distiller(nn.Module):
 
     def forward(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Weighted loss terms ``{"ce": ..., <loss name>: ...}`` for the trainer to sum."""
-        return self.loss_terms(self.student_outputs(images), self.teacher_outputs(images), labels)
+        logits = self.needs_logits
+        return self.loss_terms(self.student_outputs(images, logits),
+                               self.teacher_outputs(images, logits), labels)

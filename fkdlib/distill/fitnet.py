@@ -67,7 +67,7 @@ class FitNetLoss(nn.Module):
         return f"student_stage={self.student_stage!r}, teacher_stage={self.teacher_stage!r}"
 
 
-@register_loss("fitnet")
+@register_loss("fitnet", default_weight=FITNET_WEIGHT)
 def _build_fitnet(student_backbone: nn.Module, teacher_backbone: nn.Module,
                   teacher_head: nn.Module, student_stage: str = "layer3",
                   teacher_stage: str = "layer3") -> FitNetLoss:

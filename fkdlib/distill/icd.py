@@ -242,14 +242,14 @@ class ICDLoss(nn.Module):
         return f"bins={self.bins}, bandwidth={self.bandwidth}"
 
 
-@register_loss("fcd")
+@register_loss("fcd", default_weight=FCD_WEIGHT)
 def _build_fcd(student_backbone: nn.Module, teacher_backbone: nn.Module,
                teacher_head: nn.Module) -> FCDLoss:
     return FCDLoss(feature_shape(student_backbone, "embedding", "student")[0],
                    feature_shape(teacher_backbone, "embedding", "teacher")[0])
 
 
-@register_loss("icd")
+@register_loss("icd", default_weight=ICD_WEIGHT)
 def _build_icd(student_backbone: nn.Module, teacher_backbone: nn.Module, teacher_head: nn.Module,
                slots_per_class: int = ICD_SLOTS, bins: int = ICD_BINS,
                bandwidth: float = ICD_BANDWIDTH, bank_dtype: str = "float32") -> ICDLoss:

@@ -52,6 +52,8 @@ class KDLoss(nn.Module):
         temperature: softening temperature ``T`` (RepDistiller default 4).
     """
 
+    needs_logits = True  # tells the Distiller to compute both heads' logits
+
     def __init__(self, temperature: float = KD_TEMPERATURE) -> None:
         super().__init__()
         if not temperature > 0:
@@ -66,7 +68,7 @@ class KDLoss(nn.Module):
         return f"temperature={self.temperature}"
 
 
-@register_loss("kd")
+@register_loss("kd", default_weight=KD_WEIGHT)
 def _build_kd(student_backbone: nn.Module, teacher_backbone: nn.Module, teacher_head: nn.Module,
               temperature: float = KD_TEMPERATURE) -> KDLoss:
     return KDLoss(temperature)

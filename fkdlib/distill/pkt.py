@@ -45,6 +45,11 @@ class PKTLoss(nn.Module):
         super().__init__()
         self.feature, self.eps = feature, float(eps)
 
+    @property
+    def needs_logits(self) -> bool:
+        """Whether the Distiller must compute ``"logits"`` (when they are the related feature)."""
+        return self.feature == "logits"
+
     def forward(self, student: Features, teacher: Features, labels: Tensor) -> Tensor:
         student_x = require_feature(student, self.feature, "student")
         teacher_x = require_feature(teacher, self.feature, "teacher")
@@ -57,7 +62,7 @@ class PKTLoss(nn.Module):
         return f"feature={self.feature!r}, eps={self.eps}"
 
 
-@register_loss("pkt")
+@register_loss("pkt", default_weight=PKT_WEIGHT)
 def _build_pkt(student_backbone: nn.Module, teacher_backbone: nn.Module, teacher_head: nn.Module,
                feature: str = "embedding") -> PKTLoss:
     return PKTLoss(feature)

@@ -83,6 +83,11 @@ class RKDLoss(nn.Module):
         self.distance_weight, self.angle_weight = float(distance_weight), float(angle_weight)
         self.feature = feature
 
+    @property
+    def needs_logits(self) -> bool:
+        """Whether the Distiller must compute ``"logits"`` (when they are the related feature)."""
+        return self.feature == "logits"
+
     def forward(self, student: Features, teacher: Features, labels: Tensor) -> Tensor:
         student_x = require_feature(student, self.feature, "student")
         teacher_x = require_feature(teacher, self.feature, "teacher")
@@ -101,7 +106,7 @@ class RKDLoss(nn.Module):
                 f"feature={self.feature!r}")
 
 
-@register_loss("rkd")
+@register_loss("rkd", default_weight=RKD_WEIGHT)
 def _build_rkd(student_backbone: nn.Module, teacher_backbone: nn.Module, teacher_head: nn.Module,
                distance_weight: float = RKD_DISTANCE_WEIGHT,
                angle_weight: float = RKD_ANGLE_WEIGHT, feature: str = "embedding") -> RKDLoss:

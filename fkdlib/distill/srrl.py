@@ -198,7 +198,7 @@ class SRRLLoss(nn.Module):
                 f"sr_weight={self.sr_weight}, sr_form={self.sr_form!r}")
 
 
-@register_loss("srrl")
+@register_loss("srrl", default_weight=SRRL_WEIGHT)
 def _build_srrl(student_backbone: nn.Module, teacher_backbone: nn.Module,
                 teacher_head: nn.Module, fm_weight: float = 1.0, sr_weight: float = 1.0,
                 sr_form: str = "l2", feature: str = "embedding",

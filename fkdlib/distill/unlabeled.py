@@ -101,7 +101,10 @@ class UnlabeledMixupDistiller(Distiller):
 
     def forward(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Labeled terms plus ``"kd_unlabeled"`` and ``"kd_mixup"``."""
-        student, teacher = self.student_outputs(images), self.teacher_outputs(images)
+        logits = self.needs_logits
+        # the mixup target mixes the teacher's softened predictions on the labeled images too
+        student = self.student_outputs(images, logits)
+        teacher = self.teacher_outputs(images, logits or bool(self.mixup_weight))
         terms = self.loss_terms(student, teacher, labels)
         if not (self.unlabeled_weight or self.mixup_weight):
             return terms

@@ -32,7 +32,6 @@ initialised from N(0, 0.01), as in insightface.
 from __future__ import annotations
 
 import abc
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -41,11 +40,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
 class HeadStats:
-    """Target-angle statistics of the last batch a head saw with labels.
+    """Target-angle statistics of the last batch a head saw with labels and ``record_stats`` on.
 
     Attributes:
         theta_deg: angle θ_y between each embedding and its class weight, in degrees
@@ -111,7 +111,10 @@ def _check_batch(embeddings: Tensor, labels: Tensor | None, embedding_size: int,
         )
     if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
         raise ValueError(f"labels must be an integer tensor of class ids, got dtype {labels.dtype}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+    # reading the range back from an accelerator would make the host wait at every step; there
+    # an out-of-range label fails in the gather/scatter kernels instead
+    if labels.device.type == "cpu" and labels.numel() and (
+            int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(
             f"labels must lie in [0, {num_classes - 1}] for a head with {num_classes} classes, "
             f"got values in [{int(labels.min())}, {int(labels.max())}]"
@@ -135,8 +138,9 @@ class MarginHead(nn.Module, abc.ABC):
 
     ``forward(embeddings, labels)`` returns ``(batch, num_classes)`` logits for a
     cross-entropy loss. With ``labels=None`` it returns ``s · cos θ`` (no margin), the
-    inference-time logits. Each forward with labels stores :class:`HeadStats` of the target
-    angles in ``last_stats``.
+    inference-time logits. With ``head.record_stats = True`` each forward with labels stores
+    :class:`HeadStats` of the target angles in ``last_stats``; it is off by default because
+    copying the angles to the host waits for the device at every training step.
     """
 
     def __init__(self, embedding_size: int, num_classes: int, s: float = 64.0) -> None:
@@ -149,6 +153,7 @@ class MarginHead(nn.Module, abc.ABC):
         self.num_classes = num_classes
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.normal_(self.weight, mean=0.0, std=0.01)
+        self.record_stats = False
         self.last_stats: HeadStats | None = None
 
     @abc.abstractmethod
@@ -175,7 +180,8 @@ class MarginHead(nn.Module, abc.ABC):
             return self.s * cos
         index = labels.long().unsqueeze(1)
         cos_y = cos.gather(1, index).squeeze(1)
-        self.last_stats = _angle_stats(cos_y)
+        if self.record_stats:
+            self.last_stats = _angle_stats(cos_y)
         # under autocast the margin arithmetic may come back in a wider dtype than the cosines
         target = self.target_logit(cos_y).to(cos.dtype)
         return self.s * cos.scatter(1, index, target.unsqueeze(1))
@@ -288,8 +294,9 @@ class SoftmaxHead(nn.Module):
     """Plain softmax classifier: a linear layer with bias, no normalisation and no scale.
 
     Same call signature as the margin heads; ``labels`` do not change the logits but, when
-    given, the target angles between embeddings and class weights are still recorded in
-    ``last_stats`` so training curves of θ_y can be compared across losses.
+    given and ``record_stats`` is on, the target angles between embeddings and class weights
+    are still recorded in ``last_stats`` so training curves of θ_y can be compared across
+    losses (at the price of a second, normalised, full-class product per batch).
     """
 
     s = None
@@ -300,6 +307,7 @@ class SoftmaxHead(nn.Module):
         self.embedding_size = embedding_size
         self.num_classes = num_classes
         self.linear = nn.Linear(embedding_size, num_classes, bias=True)
+        self.record_stats = False
         self.last_stats: HeadStats | None = None
 
     @property
@@ -319,7 +327,7 @@ class SoftmaxHead(nn.Module):
     def forward(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits ``W x + b`` of shape ``(batch, num_classes)``."""
         _check_batch(embeddings, labels, self.embedding_size, self.num_classes)
-        if labels is not None:
+        if labels is not None and self.record_stats:
             with torch.no_grad():
                 cos = F.linear(F.normalize(embeddings, dim=1), self.normalized_weight())
                 cos_y = cos.clamp(-1.0, 1.0).gather(1, labels.long().unsqueeze(1)).squeeze(1)
@@ -327,14 +335,11 @@ class SoftmaxHead(nn.Module):
         return self.linear(embeddings)
 
 
-HEADS: dict[str, type[nn.Module]] = {
-    "softmax": SoftmaxHead,
-    "norm_softmax": NormSoftmax,
-    "sphereface": SphereFace,
-    "cosface": CosFace,
-    "arcface": ArcFace,
-    "combined": CombinedMargin,
-}
+HEADS: Registry = Registry("head", skip=2)
+for _name, _head in (("softmax", SoftmaxHead), ("norm_softmax", NormSoftmax),
+                     ("sphereface", SphereFace), ("cosface", CosFace), ("arcface", ArcFace),
+                     ("combined", CombinedMargin)):
+    HEADS.add(_name, _head)
 
 
 def create_head(name: str, embedding_size: int, num_classes: int, **kwargs) -> nn.Module:
@@ -345,19 +350,7 @@ def create_head(name: str, embedding_size: int, num_classes: int, **kwargs) -> n
     Raises:
         ConfigError: for an unknown name or a hyper-parameter the head does not take.
     """
-    key = str(name).strip().lower()
-    if key not in HEADS:
-        raise ConfigError(f"unknown head {name!r}; available heads: {', '.join(HEADS)}")
-    cls = HEADS[key]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters
-                if p not in ("self", "embedding_size", "num_classes")]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ConfigError(
-            f"head {key!r} does not take {', '.join(unknown)}; "
-            f"its hyper-parameters are: {', '.join(accepted) or 'none'}"
-        )
-    return cls(embedding_size, num_classes, **kwargs)
+    return HEADS.create(str(name).strip().lower(), embedding_size, num_classes, **kwargs)
 
 
 def target_logit_curve(head_or_name: nn.Module | str, theta: Tensor, **head_kwargs) -> Tensor:

@@ -12,6 +12,12 @@ epoch's computation depends only on the state at its start. Checkpoints (model, 
 scheduler, scaler, history) are written atomically after every epoch; a run killed mid-way and
 resumed with ``resume=True`` repeats the interrupted epoch from its start and ends with weights
 bit-identical to an uninterrupted run on the CPU.
+
+NaN guard: a non-finite loss raises :class:`TrainingDivergedError`, always before the epoch's
+checkpoint is written, so a diverged epoch never replaces the last good one. On the CPU the loss
+is checked at every step; on an accelerator reading it would make the host wait for each step's
+kernels, so a device-side flag is read every :data:`NAN_CHECK_INTERVAL` steps and at the end of
+the epoch, and the error names the window of steps.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -38,6 +44,7 @@ from ..io import atomic_write_bytes
 from ..progress import progress
 
 CHECKPOINT_NAME = "last.pt"
+NAN_CHECK_INTERVAL = 50
 
 
 class TrainingDivergedError(FkdError, FloatingPointError):
@@ -85,12 +92,6 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items()}
-
-
-class Callback(Protocol):
-    """Hooks the trainer calls; every method is optional."""
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int) -> dict[str, float] | None: ...
 
 
 class ClassificationTask(nn.Module):
@@ -162,6 +163,11 @@ def _batches(dataset: Dataset, batch_size: int, num_workers: int):
         labels = torch.from_numpy(dataset_labels(dataset))
         return _InMemoryBatches(images, labels, batch_size)
     return _LoaderBatches(dataset, batch_size, num_workers)
+
+
+def _nan_check_interval(device: torch.device) -> int:
+    """Steps between two host reads of the non-finite-loss flag (see the module docstring)."""
+    return 1 if device.type == "cpu" else NAN_CHECK_INTERVAL
 
 
 def _lr_lambda(config: TrainConfig, total_steps: int, steps_per_epoch: int):
@@ -282,11 +288,14 @@ class Trainer:
         self.history = []
         start_epoch = self._load_checkpoint(optimizer, scheduler, scaler) if resume else 0
         params = self._parameters()
+        check_interval = _nan_check_interval(self.device)
         for epoch in range(start_epoch, config.epochs):
             torch.manual_seed(_mix_seed(config.seed, epoch))
             generator = torch.Generator().manual_seed(_mix_seed(config.seed, epoch, 1))
             self.task.train()
             sums: dict[str, torch.Tensor] = {}
+            nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+            unchecked_from = 0
             started = time.perf_counter()
             bar = progress(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}")
             for step, (images, labels) in enumerate(batches.epoch(generator)):
@@ -297,8 +306,10 @@ class Trainer:
                 with torch.autocast(self.device.type, enabled=self.use_amp):
                     losses = self.task(images, labels)
                 loss = sum(losses.values())
-                if not torch.isfinite(loss):
-                    self._diverged(epoch, step, losses)
+                nonfinite |= ~torch.isfinite(loss)
+                if (step + 1) % check_interval == 0:
+                    self._check_finite(nonfinite, epoch, unchecked_from, step, losses)
+                    unchecked_from = step + 1
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if config.grad_clip:
@@ -315,6 +326,8 @@ class Trainer:
                         hook(self, epoch, step, losses)
                 bar.update()
             bar.close()
+            if unchecked_from < steps_per_epoch:
+                self._check_finite(nonfinite, epoch, unchecked_from, steps_per_epoch - 1, losses)
             elapsed = time.perf_counter() - started
             row: dict[str, float] = {"epoch": epoch + 1,
                                      "lr": optimizer.param_groups[0]["lr"],
@@ -331,13 +344,28 @@ class Trainer:
         self.task.eval()
         return pd.DataFrame(self.history)
 
-    def _diverged(self, epoch: int, step: int, losses: dict[str, torch.Tensor]):
+    def _check_finite(self, nonfinite: torch.Tensor, epoch: int, first_step: int,
+                      last_step: int, losses: dict[str, torch.Tensor]) -> None:
+        """Raise :class:`TrainingDivergedError` if a loss of steps ``first_step`` ..
+        ``last_step`` was not finite; ``losses`` are the terms of ``last_step``."""
+        if bool(nonfinite):  # the one host-device synchronisation of the guard
+            self._diverged(epoch, first_step, last_step, losses)
+
+    def _diverged(self, epoch: int, first_step: int, last_step: int,
+                  losses: dict[str, torch.Tensor]) -> NoReturn:
         values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+        if first_step == last_step:
+            where = f"step {last_step + 1} ({values})"
+        else:
+            where = (f"one of steps {first_step + 1}-{last_step + 1}, checked together so that "
+                     f"the host does not wait for the {self.device.type} device at every step "
+                     f"(step {last_step + 1}: {values}; the weights in memory may already be "
+                     "NaN)")
         kept = (f"the last good checkpoint ({self.checkpoint_path}) is kept"
                 if self.checkpoint_path and self.checkpoint_path.exists()
                 else "no checkpoint had been written yet")
         raise TrainingDivergedError(
-            f"loss is not finite at epoch {epoch + 1}, step {step + 1} ({values}); {kept}. "
+            f"loss is not finite at epoch {epoch + 1}, {where}; {kept}. "
             f"Likely causes: a learning rate too high (lr={self.config.lr}), a margin too large "
             "for a model this early in training (lower m or warm up with a softmax head), or "
             "fp16 overflow under AMP (set amp=False)"

@@ -12,7 +12,7 @@ cache_dir) -> task``.
 - ``"teacher"``: the teacher's ModelSpec as a dict (``ModelSpec.to_dict()``); it is trained or
   loaded through :func:`fkdlib.zoo.get_or_train`;
 - ``"losses"``: a list of ``{"name": <registered loss>, "weight": w, "kwargs": {...}}``;
-  ``weight`` defaults to the loss's published weight (:data:`DEFAULT_WEIGHTS`), ``kwargs``
+  ``weight`` defaults to the loss's published weight (``default_weight`` in :data:`fkdlib.distill.base.LOSSES`), ``kwargs``
   to ``{}``;
 - ``"ce_weight"``: weight of the student's cross-entropy (default 1).
 
@@ -32,16 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..distill.angular import ANGULAR_WEIGHT
-from ..distill.at import AT_WEIGHT
-from ..distill.base import Distiller, create_loss, list_losses
-from ..distill.fitnet import FITNET_WEIGHT
-from ..distill.icd import FCD_WEIGHT, ICD_WEIGHT
-from ..distill.kd import KD_WEIGHT
-from ..distill.pkt import PKT_WEIGHT
-from ..distill.rkd import RKD_WEIGHT
-from ..distill.srrl import SRRL_WEIGHT
-from ..distill.unlabeled import UnlabeledMixupDistiller
+from ..distill import Distiller, UnlabeledMixupDistiller, create_loss, default_weights, list_losses
 from ..errors import ConfigError
 from ..registry import Registry
 from ..training.trainer import ClassificationTask
@@ -49,10 +40,6 @@ from .cache import DEFAULT_CACHE_DIR, ModelSpec, get_or_train
 
 METHODS: Registry = Registry("training method")
 
-DEFAULT_WEIGHTS: dict[str, float] = {
-    "angular": ANGULAR_WEIGHT, "kd": KD_WEIGHT, "fitnet": FITNET_WEIGHT, "at": AT_WEIGHT,
-    "rkd": RKD_WEIGHT, "pkt": PKT_WEIGHT, "srrl": SRRL_WEIGHT, "fcd": FCD_WEIGHT, "icd": ICD_WEIGHT,
-}
 _DISTILL_KEYS = {"teacher", "losses", "ce_weight"}
 _UNLABELED_KEYS = {"unlabeled", "unlabeled_weight", "mixup_weight", "mixup_alpha",
                    "temperature", "seed"}
@@ -87,7 +74,7 @@ def _loss_entries(entries: Any) -> list[tuple[str, float, dict[str, Any]]]:
                               f"{', '.join(list_losses())}")
         if name in [seen for seen, _, _ in checked]:
             raise ConfigError(f"loss {name!r} is listed twice")
-        weight = entry.get("weight", DEFAULT_WEIGHTS.get(name))
+        weight = entry.get("weight", default_weights().get(name))
         if weight is None:
             raise ConfigError(f"loss {name!r} has no default weight; give 'weight'")
         options = entry.get("kwargs", {})
