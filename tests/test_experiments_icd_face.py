@@ -13,7 +13,8 @@ from fkdlib.distill.icd import FeatureBank
 from fkdlib.errors import ConfigError
 from fkdlib.evaluation import count_parameters, tar_at_far
 from fkdlib.experiments import icd_face as exp
-from fkdlib.evaluation.benchmark import Evaluation, FaceBenchmark, synthface_data_spec
+from fkdlib.evaluation.benchmark import (
+    Evaluation, FaceBenchmark, identity_sample_rows, synthface_data_spec)
 from fkdlib.zoo import teacher_spec
 from fkdlib.models import create_model
 from fkdlib.profiles import get_profile
@@ -275,12 +276,21 @@ def test_ablation_figure_plots_the_table():
     plt.close(fig)
 
 
-def test_projection_rows_take_whole_identities():
+def test_identity_sample_rows_take_whole_identities():
+    """The t-SNE figure's rows (:func:`identity_sample_rows`): every image of a seeded sample
+    of identities, in pool order; the same rows as the notebooks' former inline code."""
     metadata = pd.DataFrame({"identity": np.repeat(np.arange(30), 5)})
-    rows = exp.projection_rows(metadata, identities=4, seed=7)
+    rows = identity_sample_rows(metadata, identities=4, seed=7)
     chosen = np.unique(metadata.identity.to_numpy()[rows])
     assert chosen.size == 4 and rows.size == 20 and np.all(np.diff(rows) > 0)
-    np.testing.assert_array_equal(rows, exp.projection_rows(metadata, identities=4, seed=7))
-    assert exp.projection_rows(metadata, identities=4, max_points=7, seed=7).size == 7
-    assert exp.projection_rows(metadata, identities=99).size == 150
+    np.testing.assert_array_equal(rows, identity_sample_rows(metadata, identities=4, seed=7))
+    np.testing.assert_array_equal(rows, identity_sample_rows(metadata.identity.to_numpy(), 4,
+                                                             seed=7))
+    assert identity_sample_rows(metadata, identities=4, max_points=7, seed=7).size == 7
+    assert identity_sample_rows(metadata, identities=99).size == 150
+    rng = np.random.default_rng(7)  # what notebooks 01 and 02 computed inline
+    inline = np.sort(rng.choice(metadata.identity.unique(), size=4, replace=False))
+    np.testing.assert_array_equal(rows, np.flatnonzero(metadata.identity.isin(inline)))
+    with pytest.raises(ConfigError, match="positive integer"):
+        identity_sample_rows(metadata, identities=0)
 

@@ -226,6 +226,23 @@ def test_claims_compare_the_right_rows(face_study):
                   "L2:smallest", "last>earlier", "D+U>D"):
         assert table.loc[claim, "status"] == "holds", claim
     assert table.loc["L_FM+L_SR>KD", "n"] == n
+    # the thesis's own effects where Table 4.12 holds both rows (rank-1 identification, %)
+    assert table.loc["L_FM+L_SR>KD", "paper_effect"] == pytest.approx(93.26 - 90.91)
+    assert table.loc["L_FM+L_SR>Student", "paper_effect"] == pytest.approx(93.26 - 92.28)
+    assert np.isnan(table.loc["L_FM+L_SR>FitNet", "paper_effect"])  # no FitNet row
+    assert np.isnan(table.loc["L_SR>L_FM", "paper_effect"])  # a CIFAR table only
+
+
+def test_cifar_claims_take_the_thesis_effects_of_tables_4_2_to_4_5():
+    study = SimpleNamespace(is_face=False)
+    assert srrl.paper_effect(study, "L_SR>L_FM", "L_SR", "L_FM") == pytest.approx(79.1 - 78.05)
+    assert srrl.paper_effect(study, "L_FM+L_SR>KD", "L_FM+L_SR", "KD") == pytest.approx(
+        79.58 - 78.35)
+    assert srrl.paper_effect(study, "KL:smallest", "L_FM+L_SR", "L_SR") == pytest.approx(
+        0.4597 - 0.4828)
+    assert srrl.paper_effect(study, "NMI:highest", "L_FM+L_SR", "L_SR") == pytest.approx(
+        79.85 - 79.35)
+    assert srrl.paper_effect(study, "L_FM+L_SR>PKT", "L_FM+L_SR", "PKT") is None
 
 
 # --- the CIFAR path -------------------------------------------------------------------------

@@ -18,7 +18,10 @@ from fkdlib.report.figures import (  # noqa: E402
     plot_embedding_2d,
     plot_roc,
     plot_similarity_distributions,
+    projection_grid,
+    roc_figure,
     save_figure,
+    similarity_grid,
     style_context,
     use_style,
 )
@@ -154,3 +157,100 @@ def test_embedding_2d_scatters_each_label():
         plot_embedding_2d(np.zeros((5, 3)), np.zeros(5))
     with pytest.raises(ValueError, match="labels must have shape"):
         plot_embedding_2d(np.zeros((5, 2)), np.zeros(4))
+
+
+# ----------------------------------------------------------------------------- whole figures
+
+
+def test_projection_grid_lays_out_the_panels_in_order():
+    rng = np.random.default_rng(2)
+    labels = np.repeat([3, 1, 2], 5)
+    panels = {f"panel {k}": (rng.normal(size=(15, 2)), labels) for k in range(5)}
+    fig = projection_grid(panels, ncols=2)
+    assert len(fig.axes) == 6 and not fig.axes[5].axison
+    for ax, (title, (xy, labels_)) in zip(fig.axes, panels.items()):
+        assert ax.get_title() == title
+        assert ax.get_legend() is None and list(ax.get_xticks()) == []
+        scatters = [c for c in ax.collections if isinstance(c, PathCollection)]
+        assert [c.get_label() for c in scatters] == ["1", "2", "3"]
+        for scatter in scatters:
+            np.testing.assert_allclose(scatter.get_offsets(), xy[labels_ == int(scatter.get_label())])
+        # the same label has the same colour in every panel
+        assert [tuple(c.get_facecolor()[0]) for c in scatters] == \
+            [tuple(c.get_facecolor()[0]) for c in fig.axes[0].collections]
+    assert fig.legends == []
+    width, height = fig.get_size_inches()
+    assert (width, height) == pytest.approx((2 * 3.4, 3 * 3.6))
+
+
+def test_projection_grid_legend_and_ticks_options():
+    xy, labels = np.random.default_rng(3).normal(size=(12, 2)), np.repeat(["a", "b", "c"], 4)
+    fig = projection_grid({"one": (xy, labels), "two": (xy, labels)}, legend=True, ticks=True)
+    assert len(fig.axes) == 2 and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b", "c"]
+    assert len(fig.axes[0].get_xticks()) > 0
+    many = projection_grid({"x": (np.random.default_rng(4).normal(size=(26, 2)), np.arange(26) % 13)},
+                           legend=True)
+    assert many.legends == []  # more than MAX_LEGEND_LABELS labels: colours only
+    with pytest.raises(ValueError, match="no panels"):
+        projection_grid({})
+    with pytest.raises(ValueError, match="pair"):
+        projection_grid({"x": xy})
+
+
+def test_similarity_grid_one_panel_per_title_and_one_legend():
+    rng = np.random.default_rng(5)
+    pair = {name: (rng.uniform(0.2, 0.9, 50), rng.uniform(-0.5, 0.4, 80))
+            for name in ("A", "B", "C", "T")}
+    colors = {"A": "#111111", "T": "#000000"}
+    panels = {f"row {name}": {name: pair[name], "T": pair["T"]} for name in ("A", "B", "C")}
+    fig = similarity_grid(panels, ncols=2, value_range=(-1, 1), bins=10, colors=colors,
+                          sharey=True)
+    axes = fig.axes
+    assert len(axes) == 4 and not axes[3].axison
+    edges = np.linspace(-1, 1, 11)
+    for ax, (title, data) in zip(axes, panels.items()):
+        assert ax.get_title() == title and ax.get_legend() is None
+        stairs = {p.get_label(): p for p in ax.patches if isinstance(p, StepPatch)}
+        assert set(stairs) == {f"{m} ({k})" for m in data for k in ("pos", "neg")}
+        for method, (positive, negative) in data.items():
+            expected, _ = np.histogram(positive, bins=edges, density=True)
+            np.testing.assert_allclose(stairs[f"{method} (pos)"].get_data().values, expected)
+            assert stairs[f"{method} (pos)"].get_edgecolor() == \
+                matplotlib.colors.to_rgba(method_color(method, colors))
+    assert axes[0].get_shared_y_axes().joined(axes[0], axes[2])
+    # x label on the lowest panel of each column only
+    assert [ax.get_xlabel() for ax in axes[:3]] == ["", "cosine similarity", "cosine similarity"]
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["positive pairs", "negative pairs", "T"]
+    assert [h.get_linestyle() for h in legend.legend_handles[:2]] == ["-", "--"]
+    assert matplotlib.colors.to_hex(legend.legend_handles[2].get_color()) == "#000000"
+
+
+def test_similarity_grid_defaults_to_the_range_of_all_panels():
+    a = (np.array([0.1, 0.5]), np.array([-0.2, 0.0]))
+    b = (np.array([0.9, 0.3]), np.array([-0.6, 0.2]))
+    fig = similarity_grid({"a": {"a": a}, "b": {"b": b}}, bins=4)
+    for ax in fig.axes:
+        edges = next(p for p in ax.patches if isinstance(p, StepPatch)).get_data().edges
+        np.testing.assert_allclose(edges, np.linspace(-0.6, 0.9, 5))
+    assert not fig.axes[0].get_shared_y_axes().joined(fig.axes[0], fig.axes[1])
+    # a panel with two methods of its own names them in its own legend
+    two = similarity_grid({"both": {"a": a, "b": b}})
+    assert [t.get_text() for t in two.axes[0].get_legend().get_texts()] == ["a", "b"]
+    with pytest.raises(ValueError, match="no panels"):
+        similarity_grid({})
+
+
+def test_roc_figure_is_one_titled_roc_panel():
+    fpr = np.array([0.0, 1e-3, 1e-2, 0.1, 1.0])
+    tpr = np.array([0.3, 0.6, 0.8, 0.9, 1.0])
+    fig = roc_figure({"ArcFace": (fpr, tpr)}, min_far=1e-4, colors={"ArcFace": "#123456"},
+                     legend={"loc": "upper left"})
+    (ax,) = fig.axes
+    assert ax.get_title() == "IJB-like 1:1 verification" and ax.get_xscale() == "log"
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), tpr[1:])
+    assert ax.lines[0].get_color() == "#123456"
+    assert ax.get_xlim() == pytest.approx((1e-4, 1.0))
+    assert tuple(fig.get_size_inches()) == pytest.approx((6.0, 4.5))
+    assert roc_figure({"a": (fpr, tpr)}, title=None).axes[0].get_title() == ""

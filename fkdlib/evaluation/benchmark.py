@@ -268,6 +268,29 @@ def evaluate_models(models: Mapping[str, Any], bench: FaceBenchmark,
             for name, model in models.items()}
 
 
+def identity_sample_rows(metadata: pd.DataFrame | Any, identities: int,
+                         max_points: int | None = None, seed: int = 0) -> np.ndarray:
+    """Rows of an image pool for a 2-D projection: every image of ``identities`` identities
+    drawn without replacement with ``seed`` (``numpy.random.default_rng(seed).choice`` of the
+    sorted distinct identities), in pool order, at most the first ``max_points`` of them.
+
+    ``metadata`` is a pool's metadata with an ``identity`` column (e.g.
+    :attr:`FaceBenchmark.test_metadata`) or the identity labels themselves. All identities are
+    taken when there are fewer than ``identities``.
+    """
+    labels = (metadata["identity"] if isinstance(metadata, pd.DataFrame) else metadata)
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ConfigError(f"identity labels must be 1-D, got shape {labels.shape}")
+    if isinstance(identities, bool) or int(identities) < 1:
+        raise ConfigError(f"identities must be a positive integer, got {identities!r}")
+    unique = np.unique(labels)
+    chosen = np.random.default_rng(seed).choice(unique, size=min(int(identities), unique.size),
+                                                replace=False)
+    rows = np.flatnonzero(np.isin(labels, chosen))
+    return rows if max_points is None else rows[:max_points]
+
+
 def summary_table(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
     """Methods as rows, metrics as columns."""
     return pd.DataFrame({name: ev.summary() for name, ev in evaluations.items()}).T

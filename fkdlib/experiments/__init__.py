@@ -21,6 +21,6 @@ table functions ``-> DataFrame``       ours beside the paper's stored tables
 ``setup`` is the face benchmark (:func:`fkdlib.evaluation.benchmark.face_benchmark`) or the
 paper's own study object (SRRL's :class:`~fkdlib.experiments.srrl.SRRLStudy`). Figures use
 the helpers of :mod:`fkdlib.report.figures` with the paper's colour map.
-:mod:`.notebook` holds the first and last cells every notebook shares. Nothing below this
-package imports it (``tests/test_layering.py``).
+Nothing below this package imports it (``tests/test_layering.py``); the first and last cells
+every notebook shares are :mod:`fkdlib.notebook`.
 """

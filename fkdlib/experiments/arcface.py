@@ -11,17 +11,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
-from ..evaluation import seed_bootstrap
+from ..evaluation import project, seed_bootstrap
 from ..heads import target_logit_curve
 from ..report.claims import Claim, ClaimTest, Evidence, evaluate_claims
+from ..report import figures as figs
 from ..report.evidence import face_tests
 from ..report.references import load_reference, reference_table
 from ..training.callbacks import angles_from_history, target_angles
-from ..evaluation.benchmark import Evaluation, FaceBenchmark, evaluate_models
+from ..evaluation.benchmark import (
+    Evaluation, FaceBenchmark, evaluate_models, identity_sample_rows)
 from ..zoo import DEFAULT_CACHE_DIR, TrainedModel, get_or_train, train_all, training_spec
 
 BACKBONE = "iresnet18"
@@ -57,10 +61,8 @@ def train(bench: FaceBenchmark, device: str | torch.device = "cpu",
     return train_all(specs(bench), cache_dir=cache_dir, device=device, log=log, names=names)
 
 
-def evaluate(models: Mapping[str, TrainedModel], bench: FaceBenchmark,
-             device: str | torch.device = "cpu") -> dict[str, Evaluation]:
-    """Every protocol of the benchmark for every model."""
-    return evaluate_models(models, bench, device)
+# every protocol of the benchmark for every model: evaluate(models, bench, device)
+evaluate = evaluate_models
 
 
 def paper_comparison(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
@@ -234,6 +236,127 @@ def check_claims(evaluations: Mapping[str, Evaluation], models: Mapping[str, Tra
     return evaluate_claims(claims(), claim_tests(evaluations, models, n_boot, seed), assess)
 
 
-__all__ = ["LOSSES", "MARGINS", "angle_statistics", "check_claims", "claim_tests", "claims",
-           "evaluate", "paper_comparison", "specs", "tar_comparison", "target_angles",
-           "target_logit_curves", "toy_embeddings", "train"]
+# ----------------------------------------------------------------------------- figures
+
+
+def target_logit_figure(curves: pd.DataFrame) -> Figure:
+    """Target logit / s against θ_y (degrees) for every loss of ``curves``
+    (:func:`target_logit_curves`: a ``theta_deg`` column and one column per loss), each in its
+    method colour; mirrors the paper's Fig. 3 (target logit curves of the margin family)."""
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for name in curves.columns.drop("theta_deg"):
+        ax.plot(curves.theta_deg, curves[name], label=name, color=figs.method_color(name))
+    ax.set(xlabel="θ_y (degrees)", ylabel="target logit / s", xlim=(0, 180),
+           title="Target logit curves")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def training_curves_figure(histories: Mapping[str, pd.DataFrame]) -> Figure:
+    """Training loss (log scale) and mean θ_y of the monitored training images per epoch,
+    one line per loss in its method colour, one legend; the training-time view of the
+    paper's Fig. 4 (θ_y shrinks as training goes on).
+
+    Args:
+        histories: method -> its training history (``epoch``, ``loss``, ``theta_mean``).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
+    for name, history in histories.items():
+        color = figs.method_color(name)
+        axes[0].plot(history.epoch, history.loss, label=name, color=color)
+        axes[1].plot(history.epoch, history.theta_mean, label=name, color=color)
+    axes[0].set(xlabel="epoch", ylabel="training loss", yscale="log")
+    axes[1].set(xlabel="epoch", ylabel="mean θ_y on training images (°)")
+    axes[1].legend(fontsize=7)
+    return fig
+
+
+def angle_histogram_figure(histories: Mapping[str, pd.DataFrame],
+                           bins: Sequence[float] | np.ndarray | None = None) -> Figure:
+    """Histograms of θ_y (degrees) of the monitored training images after the first epoch
+    (grey) and after the last (the method's colour), one panel per loss, three per row;
+    mirrors the paper's Fig. 4 (θ_y distributions at the start and the end of training).
+
+    Args:
+        histories: method -> its training history with the per-image ``theta_deg`` column
+            (:func:`~fkdlib.training.callbacks.angles_from_history`).
+        bins: histogram edges (default 0° to 120° in 2° steps).
+    """
+    bins = np.linspace(0, 120, 61) if bins is None else np.asarray(bins, dtype=float)
+    ncols = min(3, len(histories))
+    nrows = -(-len(histories) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), sharex=True,
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat[len(histories):]:
+        ax.set_axis_off()
+    for ax, (name, history) in zip(axes.flat, histories.items()):
+        ax.hist(angles_from_history(history, 1), bins=bins, alpha=0.6, label="first epoch",
+                color="0.6")
+        ax.hist(angles_from_history(history, -1), bins=bins, alpha=0.7, label="last epoch",
+                color=figs.method_color(name))
+        ax.set(title=name, xlabel="θ_y (°)")
+    axes.flat[0].legend(fontsize=8)
+    return fig
+
+
+def toy_embedding_figure(toy: Mapping[str, ToyEmbedding], raw: Sequence[str] = ("Softmax",)
+                         ) -> Figure:
+    """The 2-D features of the toy models (:func:`toy_embeddings`) side by side, one colour per
+    identity and one legend, with a line from the origin towards each class centre (the head's
+    normalised weight). Models of ``raw`` are shown as they are (Softmax: radial wedges),
+    the others L2-normalised (on the unit circle); mirrors the paper's 2-D toy example of
+    8 identities (the idea of its Fig. 1: a margin between classes on the hypersphere)."""
+    points = {}
+    for name, t in toy.items():
+        xy = t.features if name in raw else \
+            t.features / np.linalg.norm(t.features, axis=1, keepdims=True)
+        points[f"{name} (2-D features)"] = (xy, t.labels)
+    fig = figs.projection_grid(points, panel_size=(5, 4.8), legend=True, ticks=True)
+    for ax, t, (xy, _) in zip(fig.axes, toy.values(), points.values()):
+        radius = np.abs(xy).max()
+        for w in t.class_weights:
+            w = w / np.linalg.norm(w) * radius
+            ax.plot([0, w[0]], [0, w[1]], color="0.3", lw=0.8)
+    return fig
+
+
+def similarity_figure(evaluations: Mapping[str, Evaluation], protocol: str = "ijb") -> Figure:
+    """Positive- and negative-pair cosine similarity densities on the ``protocol`` list, one
+    panel per loss (three per row), means as vertical lines; mirrors the paper's Fig. 7
+    (ArcFace moves positive pairs up and negative pairs down compared with Softmax)."""
+    return figs.similarity_grid(
+        {name: {name: (ev.positives(protocol), ev.negatives(protocol))}
+         for name, ev in evaluations.items()})
+
+
+def roc_figure(evaluations: Mapping[str, Evaluation], protocol: str = "ijb") -> Figure:
+    """ROC (TAR against FAR, log FAR axis) of every loss on the ``protocol`` list (the
+    IJB-like one by default); the analogue of the paper's IJB-B / IJB-C ROC curves."""
+    return figs.roc_figure({name: ev.roc(protocol) for name, ev in evaluations.items()})
+
+
+def projection_figure(evaluations: Mapping[str, Evaluation], metadata: pd.DataFrame,
+                      names: Sequence[str] = ("Softmax", "ArcFace"),
+                      methods: Sequence[str] = ("tsne", "umap"),
+                      identities: int = 20, max_points: int | None = None,
+                      seed: int = 0) -> Figure:
+    """t-SNE and UMAP of the test embeddings of ``identities`` test identities (drawn with
+    ``seed``, :func:`~fkdlib.evaluation.benchmark.identity_sample_rows`, one colour each): one
+    row per projection method, one column per loss of ``names``, one legend when there are at
+    most 12 identities (:func:`~fkdlib.report.figures.projection_grid`). Not a figure of the
+    paper: the test-set counterpart of its 2-D toy (:func:`toy_embedding_figure`). ``methods``
+    are those of :func:`~fkdlib.evaluation.project`."""
+    rows = identity_sample_rows(metadata, identities, max_points, seed)
+    labels = metadata["identity"].to_numpy()[rows]
+    points = {f"{name} · {method.upper()}":
+              (project(evaluations[name].embeddings["test"][rows], method=method,
+                       random_state=seed), labels)
+              for method in methods for name in names}
+    return figs.projection_grid(points, ncols=len(names), panel_size=(5, 4.5), legend=True)
+
+
+__all__ = ["LOSSES", "MARGINS", "angle_histogram_figure",
+           "angle_statistics", "check_claims", "claim_tests", "claims", "evaluate",
+           "paper_comparison", "projection_figure", "roc_figure", "similarity_figure", "specs",
+           "tar_comparison", "target_angles", "target_logit_curves", "target_logit_figure",
+           "toy_embedding_figure", "toy_embeddings", "train", "training_curves_figure"]

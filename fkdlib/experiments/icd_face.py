@@ -46,7 +46,7 @@ from ..report import figures as figs
 from ..report.claims import Claim, evaluate_claims
 from ..report.evidence import face_tests
 from ..evaluation.benchmark import (
-    Evaluation, FaceBenchmark, evaluate_models, stratified_mean_bootstrap)
+    Evaluation, FaceBenchmark, evaluate_models, identity_sample_rows, stratified_mean_bootstrap)
 from ..zoo import (
     DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, teacher_spec, train_all, training_spec)
 
@@ -191,10 +191,8 @@ def train(bench: FaceBenchmark, device: str | torch.device = "cpu",
     return train_all(specs(bench), cache_dir=cache_dir, device=device, log=log, names=names)
 
 
-def evaluate(models: Mapping[str, TrainedModel], bench: FaceBenchmark,
-             device: str | torch.device = "cpu") -> dict[str, Evaluation]:
-    """Every protocol of the benchmark for every model."""
-    return evaluate_models(models, bench, device)
+# every protocol of the benchmark for every model: evaluate(models, bench, device)
+evaluate = evaluate_models
 
 
 # ----------------------------------------------------------------------------- tables
@@ -449,34 +447,49 @@ def ablation_figure(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def projection_rows(metadata: pd.DataFrame, identities: int = TSNE_IDENTITIES,
-                    max_points: int | None = None, seed: int = 0) -> np.ndarray:
-    """Rows of the test pool for a 2-D projection: every image of ``identities`` test
-    identities drawn with ``seed``, in pool order, at most ``max_points`` of them."""
-    labels = metadata["identity"].to_numpy()
-    unique = np.unique(labels)
-    chosen = np.random.default_rng(seed).choice(unique, size=min(identities, unique.size),
-                                                replace=False)
-    rows = np.flatnonzero(np.isin(labels, chosen))
-    return rows if max_points is None else rows[:max_points]
-
-
 def tsne_figure(evaluations: Mapping[str, Evaluation], metadata: pd.DataFrame,
                 methods: Sequence[str] = METHODS, max_points: int | None = None,
-                seed: int = 0) -> Figure:
-    """t-SNE of the same test images (a few unseen identities, one colour each) in every
-    method's embedding space: tighter same-colour groups are the intra-class compactness ICD
-    targets."""
-    rows = projection_rows(metadata, max_points=max_points, seed=seed)
+                seed: int = 0, identities: int = TSNE_IDENTITIES,
+                projection: str = "tsne") -> Figure:
+    """t-SNE of the same test images (``identities`` unseen identities drawn with ``seed``,
+    :func:`~fkdlib.evaluation.benchmark.identity_sample_rows`, one colour each) in every
+    method's embedding space, one panel per method, no ticks and no legend: tighter
+    same-colour groups are the intra-class compactness ICD targets (the paper's feature
+    visualisations). ``projection`` is a method of :func:`~fkdlib.evaluation.project`."""
+    rows = identity_sample_rows(metadata, identities, max_points, seed)
     labels = metadata["identity"].to_numpy()[rows]
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.4 * len(methods), 3.6))
-    for ax, name in zip(np.atleast_1d(axes), methods):
-        points = project(evaluations[name].embeddings["test"][rows], method="tsne",
-                         random_state=seed)
-        figs.plot_embedding_2d(points, labels, ax=ax, title=name)
-        ax.legend().remove()
-        ax.set(xticks=[], yticks=[])
+    return figs.projection_grid({
+        name: (project(evaluations[name].embeddings["test"][rows], method=projection,
+                       random_state=seed), labels)
+        for name in methods})
+
+
+def training_curves_figure(histories: Mapping[str, pd.DataFrame],
+                           terms: Sequence[str] = ("loss_ce", "loss_fcd", "loss_icd")) -> Figure:
+    """Each weighted loss term per epoch (one panel per term of ``terms`` that some history
+    records: cross-entropy, FCD's 7·(2 − 2 cos), ICD's KL divergence), one line per student
+    of ``histories`` (method -> its training history) in its method colour, one legend. Not a
+    figure of the paper: it shows what each student was trained with."""
+    shown = [term for term in terms if any(term in h for h in histories.values())]
+    if not shown:
+        raise ConfigError(f"no history records any of {', '.join(terms)}")
+    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.4), squeeze=False,
+                             layout="constrained")
+    for ax, term in zip(axes[0], shown):
+        for name, history in histories.items():
+            if term in history:
+                ax.plot(history.epoch, history[term], marker="o", label=name,
+                        color=figs.method_color(name))
+        ax.set(xlabel="epoch", title=term.removeprefix("loss_").upper() + " term (weighted)")
+    axes[0, 0].legend()
     return fig
+
+
+def roc_figure(evaluations: Mapping[str, Evaluation], protocol: str = CLAIM_PROTOCOL
+               ) -> Figure:
+    """ROC on the ``protocol`` list (IJB-like) of every method, in its method colour; the
+    analogue of the paper's IJB-B / IJB-C verification results at low FAR."""
+    return figs.roc_figure({name: ev.roc(protocol) for name, ev in evaluations.items()})
 
 
 __all__ = [
@@ -484,7 +497,7 @@ __all__ = [
     "LOW_FAR", "METHODS", "NO_ICD", "STUDENT", "STUDENT_BACKBONE", "TEACHER",
     "ablation_figure", "ablation_grid", "ablation_label", "ablation_specs", "ablation_table",
     "ablation_train_overrides", "bank_memory", "check_claims", "claims", "evaluate",
-    "fcd_loss", "icd_loss", "method_specs", "model_sizes", "projection_rows",
-    "similarity_figure", "similarity_table", "specs", "student_spec", "tar_table", "train",
-    "tsne_figure",
+    "fcd_loss", "icd_loss", "method_specs", "model_sizes", "roc_figure", "similarity_figure",
+    "similarity_table", "specs", "student_spec", "tar_table", "train",
+    "training_curves_figure", "tsne_figure",
 ]

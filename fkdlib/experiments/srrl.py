@@ -27,12 +27,13 @@ distance between ``h_T`` and ``h_S`` and the NMI of k-means clusters of the test
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
 from ..data import build_dataset, parse_data_arg
@@ -45,6 +46,7 @@ from ..evaluation.classification import (
     ClassificationEvaluation, fitted_l2, label_cross_entropy, model_outputs, teacher_kl, unit_rows)
 from ..evaluation.clustering import nmi_bootstrap
 from ..profiles import Profile, get_profile
+from ..report import figures as figs
 from ..report.claims import Claim, ClaimTest, Evidence, evaluate_claims, rival
 from ..report.references import load_reference
 from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, teacher_spec, train_all, training_spec
@@ -712,10 +714,49 @@ def tsne_points(features: Mapping[str, RowFeatures], labels: np.ndarray,
 
 # --- claims ---------------------------------------------------------------------------------
 
+# The thesis rows our rows correspond to, for the paper's own effects.
+FACE_THESIS_ROWS = {STUDENT: "Student", "KD": "KD", "AT": "AT", "RKD": "RKD", "PKT": "PKT",
+                    OURS: "Ours"}
+
+
+def _thesis_difference(table: str, metric: str, rows: tuple[str, str]) -> float | None:
+    """``value(rows[0]) − value(rows[1])`` in a stored thesis table, or None where either row
+    is missing."""
+    frame = load_reference(table)
+    frame = frame[frame.setting == ""].set_index(["method", "metric"])["value"]
+    keys = [(row, metric) for row in rows]
+    if not all(key in frame.index for key in keys):
+        return None
+    return float(frame[keys[0]] - frame[keys[1]])
+
+
+def paper_effect(study: SRRLStudy, claim_id: str, a: str, b: str) -> float | None:
+    """The thesis's own effect for a claim comparing rows ``a`` and ``b``, in our units, where a
+    stored table gives both rows for this study's task: rank-1 identification (%) of Table 4.12
+    on faces; top-1 (%) of Tables 4.2 / 4.3, KL (nats) of Table 4.3 and NMI (%) of Table 4.5
+    on CIFAR. (The fitted L2 distance is ours, so the thesis's L2 has other units.)"""
+    if study.is_face:
+        if a in FACE_THESIS_ROWS and b in FACE_THESIS_ROWS:
+            return _thesis_difference("srrl_table_4_12", "Id rank-1",
+                                      (FACE_THESIS_ROWS[a], FACE_THESIS_ROWS[b]))
+        return None
+    if claim_id == "KL:smallest":
+        return _thesis_difference("srrl_table_4_3", "KL with teacher", (a, b))
+    if claim_id == "NMI:highest":
+        return _thesis_difference("srrl_table_4_5", "NMI", (a, b))
+    for table in ("srrl_table_4_5", "srrl_table_4_3"):
+        found = _thesis_difference(table, "Top-1", (a, b))
+        if found is not None:
+            return found
+    return None
+
+
 def claims(study: SRRLStudy) -> list[Claim]:
     """The thesis's claims that this study's rows can check, declared once. A tuple as the
     second model means "the best of these" (the highest scoring for a "greater" claim, the
-    lowest for a "less" one), chosen on the full sample."""
+    lowest for a "less" one), chosen on the full sample. The thesis's own effect is given where
+    its tables hold both rows (:func:`paper_effect`; against "the best of several", the thesis's
+    best of those rows)."""
     metric = success_metric(study)
     losses = "thesis ch. 4 (SRRL, Yang et al. ICLR 2021), §4.4.1 and Table 4.2"
     zoo = ("thesis ch. 4, Table 4.12 (MegaFace)" if study.is_face
@@ -750,7 +791,19 @@ def claims(study: SRRLStudy) -> list[Claim]:
         declared.append(Claim("D+U>D", "adding unlabeled data (with mixup) helps the SRRL "
                               "student", "thesis ch. 4, Table 4.19", metric, "success",
                               (f"{OURS} (D+U)", OURS)))
-    return declared
+    return [replace(claim, paper_effect=_declared_effect(study, claim)) for claim in declared]
+
+
+def _declared_effect(study: SRRLStudy, claim: Claim) -> float | None:
+    a, b = claim.compares
+    if isinstance(b, str):
+        return paper_effect(study, claim.id, a, b)
+    effects = [paper_effect(study, claim.id, a, rival) for rival in b]
+    known = [effect for effect in effects if effect is not None]
+    # against the best of several rows the thesis's effect is the smallest margin over them
+    if not known or len(known) < len(effects):
+        return None
+    return min(known) if claim.highest_is_best else max(known)
 
 
 def _paired_mean(a: np.ndarray, b: np.ndarray, compared: str, n_boot: int,
@@ -821,11 +874,48 @@ def row_styles(rows: Sequence[str]) -> dict[str, dict[str, Any]]:
                   "linewidth": 2.4 if row == OURS else 1.6} for row in rows}
 
 
+def tsne_figure(points: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
+    """The t-SNE points of :func:`tsne_points` (row -> (points, classes)), one panel per row in
+    one line, one colour per class, no ticks and no legend; mirrors thesis Fig. 4.2 (t-SNE of
+    the student's features without and with L_FM, L_SR and both, and of the teacher's)."""
+    return figs.projection_grid(points)
+
+
+def similarity_figure(evaluations: Mapping[str, Evaluation],
+                      rows: Sequence[str] = (STUDENT, *KD_ZOO, *SRRL_ROWS),
+                      reference: str = TEACHER, protocol: str = "ijb") -> Figure:
+    """Positive- and negative-pair cosine similarity densities on the ``protocol`` list, one
+    panel per row of ``rows`` (three per row of panels) with the ``reference`` (the teacher's,
+    black) in every panel, on [-1, 1], colours of :data:`ROW_COLORS`. Not a figure of the
+    thesis: it shows how close each student's similarities come to the teacher's."""
+    def pair(name: str) -> tuple[np.ndarray, np.ndarray]:
+        return evaluations[name].positives(protocol), evaluations[name].negatives(protocol)
+
+    return figs.similarity_grid({row: {row: pair(row), reference: pair(reference)}
+                                 for row in rows},
+                                value_range=(-1, 1), colors=ROW_COLORS)
+
+
+def roc_figure(study: SRRLStudy, evaluations: Mapping[str, Evaluation],
+               rows: Sequence[str] = (STUDENT, *KD_ZOO, *SRRL_ROWS, TEACHER),
+               protocol: str = "ijb") -> Figure:
+    """ROC on the ``protocol`` list of every row of ``rows`` (:data:`ROW_COLORS`; the KD zoo
+    dashed, SRRL's rows solid, L_FM+L_SR thicker: :func:`row_styles`), FAR from the list's
+    lowest well-measured FAR but at least 1e-4; the face analogue of thesis Fig. 4.3 (ROC on
+    MegaFace)."""
+    min_far = max(1e-4, study.bench.verification[protocol].protocol.min_far)
+    return figs.roc_figure({row: evaluations[row].roc(protocol) for row in rows},
+                           figsize=(6.5, 5), min_far=min_far, colors=ROW_COLORS,
+                           styles=row_styles(rows),
+                           legend={"loc": "upper left", "ncol": 2, "fontsize": 8})
+
+
 __all__ = [
     "ROW_COLORS", "AnalysisImages", "Recipe", "Representation", "RowFeatures", "SRRLStudy",
     "analysis_images", "build_study", "check_claims", "claim_tests", "claims",
     "collect_features", "evaluate", "multi_position_row", "recipes", "representation_analysis",
-    "results_table", "row_styles", "specs", "student_epochs", "success", "success_metric",
-    "table_4_12", "table_4_13", "table_4_19", "table_4_2", "table_4_3", "table_4_4",
-    "table_4_5", "train", "training_times", "tsne_points",
+    "results_table", "roc_figure", "row_styles", "similarity_figure", "specs",
+    "student_epochs", "success", "success_metric", "table_4_12", "table_4_13", "table_4_19",
+    "table_4_2", "table_4_3", "table_4_4", "table_4_5", "train", "training_times",
+    "tsne_figure", "tsne_points",
 ]

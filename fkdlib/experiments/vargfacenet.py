@@ -37,20 +37,25 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from ..distill.angular import ANGULAR_WEIGHT
 from ..errors import ConfigError
-from ..evaluation import profile_model
+from ..evaluation import profile_model, project
 from ..evaluation.complexity import ComplexityReport
 from ..models import create_model
 from ..profiles import Profile
+from ..report import figures as figs
 from ..report.claims import Claim, ClaimTest, Evidence, evaluate_claims
 from ..report.evidence import face_tests
 from ..report.references import reference_table
-from ..evaluation.benchmark import PROTOCOL_LABELS, Evaluation, FaceBenchmark, evaluate_models
+from ..evaluation.benchmark import (
+    PROTOCOL_LABELS, Evaluation, FaceBenchmark, evaluate_models, identity_sample_rows)
 from ..evaluation.latency import measure_latency
 from ..zoo import (
     DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, recursive_specs, teacher_spec, train_all,
@@ -257,10 +262,8 @@ def train(bench: FaceBenchmark, device: str | torch.device = "cpu",
     return train_all(specs(bench), cache_dir=cache_dir, device=device, log=log, names=names)
 
 
-def evaluate(models: Mapping[str, TrainedModel], bench: FaceBenchmark,
-             device: str | torch.device = "cpu") -> dict[str, Evaluation]:
-    """Every protocol of the benchmark for every model."""
-    return evaluate_models(models, bench, device)
+# every protocol of the benchmark for every model: evaluate(models, bench, device)
+evaluate = evaluate_models
 
 
 # ----------------------------------------------------------------------------- efficiency
@@ -524,12 +527,166 @@ def check_claims(evaluations: Mapping[str, Evaluation], complexity: pd.DataFrame
     return evaluate_claims(claims(), claim_tests(evaluations, complexity, n_boot, seed), assess)
 
 
+# ----------------------------------------------------------------------------- figures
+
+
+def efficiency_figure(efficiency: pd.DataFrame, batch_sizes: Sequence[int]) -> Figure:
+    """Multiply-adds and CPU latency at each batch size as ratios to IResNet-50, grouped bars
+    per backbone, one panel per setting of ``efficiency`` (:func:`efficiency_table`: the
+    published 112 px networks, then the profile's), a shared y axis and a line at 1; the
+    measured counterpart of the paper's cost comparison (Sec. 3, Table 1)."""
+    settings = list(dict.fromkeys(efficiency.setting))
+    fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4), sharey=True,
+                             squeeze=False, layout="constrained")
+    for ax, setting in zip(axes[0], settings):
+        rows = efficiency[efficiency.setting == setting]
+        x = np.arange(len(rows))
+        reference = rows.loc[rows.backbone == TEACHER, MACS_COL].item()
+        bars = {"multiply-adds": rows[MACS_COL] / reference}
+        bars.update({f"latency, batch {b}": rows[f"latency b={b} / {TEACHER}"]
+                     for b in batch_sizes})
+        width = 0.8 / len(bars)
+        for i, (label, values) in enumerate(bars.items()):
+            ax.bar(x + (i - (len(bars) - 1) / 2) * width, values, width, label=label,
+                   color=figs.PALETTE[i])
+        ax.axhline(1.0, color="0.3", lw=0.8)
+        ax.set_xticks(x, rows.backbone, rotation=30, ha="right")
+        ax.set_title(setting)
+    axes[0, 0].set_ylabel(f"ratio to {TEACHER}")
+    axes[0, 0].legend()
+    return fig
+
+
+def training_curves_figure(histories: Mapping[str, pd.DataFrame],
+                           loss: str = "training loss (CosFace)") -> Figure:
+    """Training loss per epoch (log scale) of every model of ``histories`` (model -> its
+    history with ``epoch`` and ``loss``), each in its :func:`model_color`; not a figure of
+    the paper (it shows the shared recipe converging for every backbone)."""
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for name, history in histories.items():
+        ax.plot(history.epoch, history.loss, label=name, color=model_color(name), marker="o",
+                ms=3)
+    ax.set(xlabel="epoch", ylabel=loss, yscale="log")
+    ax.legend()
+    return fig
+
+
+def generations_figure(generations: pd.DataFrame, official: pd.DataFrame,
+                       count: int = GENERATIONS) -> Figure:
+    """Accuracy over recursive generations: ours (left; :func:`generation_table`: from
+    scratch, then generations 0 to ``count``, the teacher dashed) beside the official results
+    (right; :func:`official_comparison`), one colour per protocol; mirrors the paper's
+    recursive knowledge distillation (Sec. 3.3, Fig. 2) and its official per-generation
+    results."""
+    protocols = (("LFW-like acc", "LFW"), ("CFP-FP-like acc", "CFP-FP"),
+                 ("AgeDB-like acc", "AgeDB-30"))
+    labels = ["scratch"] + [f"gen {k}" for k in range(count + 1)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    ours = generations.set_index("model")
+    for i, (column, paper_column) in enumerate(protocols):
+        if column not in ours:
+            continue
+        values = [ours.loc[STUDENT, column]] + [ours.loc[generation_label(k), column]
+                                                for k in range(count + 1)]
+        color = figs.PALETTE[i]
+        axes[0].plot(labels, values, marker="o", color=color, label=column.replace(" acc", ""))
+        axes[0].axhline(ours.loc[DISTILLATION_TEACHER, column], color=color, ls="--", lw=1)
+        axes[1].plot([f"gen {k}" for k in official.generation],
+                     official[f"{paper_column} (paper)"], marker="o", color=color,
+                     label=paper_column)
+    axes[0].set(title="ours (SynthFace); dashed: teacher", ylabel="10-fold accuracy (%)")
+    axes[1].set(title="official results (MS1M)", ylabel="accuracy (%)")
+    axes[0].legend()
+    axes[1].legend()
+    return fig
+
+
+def accuracy_vs_cost_figure(cost: pd.DataFrame, count: int = GENERATIONS) -> Figure:
+    """Each trained model's accuracies (columns of :func:`accuracy_vs_cost` ending in ``acc``
+    or starting with ``IJB``) against its FLOPs (top row) and parameters (bottom row), log x,
+    one colour per model (:func:`model_color`) and one legend, the panels of a metric sharing
+    their y axis, an arrow from VarGFaceNet from scratch to its distilled generation 0 (later
+    generations are left out: they cost the same); the paper's accuracy-for-cost argument
+    (Sec. 4)."""
+    metrics = [c for c in cost.columns if c.endswith("acc") or c.startswith("IJB")]
+    later = [generation_label(k) for k in range(1, count + 1)]
+    shown = cost[~cost.model.isin(later)].set_index("model")
+    fig, axes = plt.subplots(2, len(metrics), figsize=(4.2 * len(metrics), 7.5), sharey="col",
+                             squeeze=False, layout="constrained")
+    for row, xcol in enumerate([FLOPS_COL, PARAMS_COL]):
+        for col, metric in enumerate(metrics):
+            ax = axes[row, col]
+            for name, r in shown.iterrows():
+                ax.scatter(r[xcol], r[metric], color=model_color(name), s=45, zorder=3,
+                           label=name)
+            if STUDENT in shown.index and generation_label(0) in shown.index:
+                start, end = shown.loc[STUDENT], shown.loc[generation_label(0)]
+                ax.annotate("", (end[xcol], end[metric]), (start[xcol], start[metric]),
+                            arrowprops={"arrowstyle": "->", "color": "0.4"})
+            ax.set(xscale="log", xlabel=xcol, ylabel=metric)
+            ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=4)
+    return fig
+
+
+def similarity_figure(evaluations: Mapping[str, Evaluation], models: Mapping[str, str],
+                      protocol: str = "ijb") -> Figure:
+    """Positive- and negative-pair cosine similarity densities on the ``protocol`` list, one
+    panel per model of ``models`` (panel title -> model; the notebook's: the teacher,
+    VarGFaceNet from scratch and its distilled generation 0), on [-1, 1], each in its
+    :func:`model_color`. Not a figure of the paper: it shows what angular distillation (Eq. 5)
+    does to the student's similarities."""
+    return figs.similarity_grid(
+        {label: {label: (evaluations[name].positives(protocol),
+                         evaluations[name].negatives(protocol))}
+         for label, name in models.items()},
+        panel_size=(13 / 3, 3.8), value_range=(-1, 1),
+        colors={label: model_color(name) for label, name in models.items()})
+
+
+def roc_figure(evaluations: Mapping[str, Evaluation], models: Sequence[str] | None = None,
+               protocol: str = "ijb") -> Figure:
+    """ROC on the ``protocol`` list of ``models`` (default: both teachers, MobileFaceNet,
+    VarGFaceNet from scratch, its depthwise version and every distilled generation), each in
+    its :func:`model_color`, FAR from 1e-5; the analogue of the verification results the
+    paper reports at low FAR (DeepGlint-light TPR at FPR 1e-8)."""
+    if models is None:
+        models = [DISTILLATION_TEACHER, TEACHER, MOBILE, STUDENT, DEPTHWISE]
+        models += [generation_label(k) for k in range(GENERATIONS + 1)]
+    return figs.roc_figure({name: evaluations[name].roc(protocol) for name in models},
+                           figsize=(6.5, 4.5), min_far=1e-5,
+                           colors={name: model_color(name) for name in models},
+                           legend={"loc": "upper left", "fontsize": 8})
+
+
+def projection_figure(evaluations: Mapping[str, Evaluation], metadata: pd.DataFrame,
+                      models: Mapping[str, str], identities: int = 20,
+                      max_points: int | None = None, seed: int = 0,
+                      method: str = "tsne") -> Figure:
+    """t-SNE (or another ``method`` of :func:`~fkdlib.evaluation.project`) of the test
+    embeddings of ``identities`` test identities (drawn with ``seed``,
+    :func:`~fkdlib.evaluation.benchmark.identity_sample_rows`, one colour each), one panel per
+    model of ``models`` (label -> model, as for :func:`similarity_figure`), one legend when
+    there are at most 12 identities. Not a figure of the paper."""
+    rows = identity_sample_rows(metadata, identities, max_points, seed)
+    labels = metadata["identity"].to_numpy()[rows]
+    points = {f"{label} · {'t-SNE' if method == 'tsne' else method.upper()}":
+              (project(evaluations[name].embeddings["test"][rows], method=method,
+                       random_state=seed), labels)
+              for label, name in models.items()}
+    return figs.projection_grid(points, panel_size=(13 / 3, 4.6), legend=True)
+
+
 __all__ = ["BACKBONES", "DEPTHWISE", "DISTILLATION_TEACHER", "EPOCH_FRACTION", "GENERATIONS",
            "MIN_TEACHER_HEADROOM", "MOBILE", "RECURSIVE_EPOCH_FRACTION", "STUDENT", "TEACHER",
-           "accuracy_vs_cost", "backbone_epochs", "backbone_specs", "check_claims",
-           "claim_tests", "claims", "complexity_table", "cost_matched_width",
-           "distillation_specs", "efficiency_table", "evaluate", "generation_label",
-           "generation_table", "latency_plan", "model_color", "model_cost",
-           "official_comparison", "paper_size_comparison", "profile_options",
-           "published_options", "recursive_epochs", "specs", "teacher_agreement",
-           "teacher_headroom", "train"]
+           "accuracy_vs_cost", "accuracy_vs_cost_figure", "backbone_epochs", "backbone_specs",
+           "check_claims", "claim_tests", "claims", "complexity_table", "cost_matched_width",
+           "distillation_specs", "efficiency_figure", "efficiency_table", "evaluate",
+           "generation_label", "generation_table", "generations_figure", "latency_plan",
+           "model_color", "model_cost", "official_comparison", "paper_size_comparison",
+           "profile_options", "projection_figure", "published_options", "recursive_epochs",
+           "roc_figure", "similarity_figure", "specs", "teacher_agreement", "teacher_headroom",
+           "train", "training_curves_figure"]

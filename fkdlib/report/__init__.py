@@ -6,7 +6,10 @@ from .figures import (
     plot_embedding_2d,
     plot_roc,
     plot_similarity_distributions,
+    projection_grid,
+    roc_figure,
     save_figure,
+    similarity_grid,
     style_context,
     use_style,
 )
@@ -14,8 +17,9 @@ from .references import list_references, load_reference, reference_table
 from .results import markdown_table, save_table, side_by_side
 
 __all__ = [
-    "Claim", "ClaimResult", "Evidence", "evaluate_claims", "save_claims", "list_references", "load_reference",
+    "Claim", "ClaimResult", "Evidence", "evaluate_claims", "list_references", "load_reference",
     "markdown_table", "method_color", "plot_embedding_2d", "plot_roc",
-    "plot_similarity_distributions", "reference_table", "save_figure", "save_table",
-    "side_by_side", "style_context", "use_style",
+    "plot_similarity_distributions", "projection_grid", "reference_table", "roc_figure",
+    "save_claims", "save_figure", "save_table", "side_by_side", "similarity_grid",
+    "style_context", "use_style",
 ]

@@ -22,6 +22,7 @@ import numpy as np
 from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from ..errors import ConfigError
 from ..io import atomic_write_bytes
@@ -231,6 +232,10 @@ def plot_roc(curves: Mapping[str, tuple[Any, Any]], ax: Axes | None = None,
     return ax
 
 
+#: Most labels (identities) a scatter's legend lists; more are told apart by colour only.
+MAX_LEGEND_LABELS = 12
+
+
 def _label_colors(count: int) -> list:
     """Distinct colours: the palette, then tab20, then evenly spaced samples of turbo."""
     if count <= len(PALETTE):
@@ -244,7 +249,8 @@ def plot_embedding_2d(xy: Any, labels: Any, ax: Axes | None = None,
                       title: str | None = None) -> Axes:
     """Scatter of 2-D points (t-SNE / UMAP output, or raw 2-D features) coloured by label.
 
-    One scatter per label, in sorted label order; a legend is drawn for up to 12 labels.
+    One scatter per label, in sorted label order; a legend is drawn for up to
+    :data:`MAX_LEGEND_LABELS` labels.
     """
     if hasattr(xy, "detach"):
         xy = xy.detach().cpu().numpy()
@@ -263,8 +269,127 @@ def plot_embedding_2d(xy: Any, labels: Any, ax: Axes | None = None,
         ax.scatter(chosen[:, 0], chosen[:, 1], s=10, color=color, alpha=0.85, linewidths=0,
                    label=str(label))
     ax.set_aspect("equal", adjustable="datalim")
-    if len(unique) <= 12:
+    if len(unique) <= MAX_LEGEND_LABELS:
         ax.legend(loc="best", markerscale=1.5, fontsize=8)
     if title:
         ax.set_title(title)
     return ax
+
+
+# ----------------------------------------------------------------------------- whole figures
+# Each returns a matplotlib Figure (constrained layout) that a notebook saves in one call.
+
+
+def _panel_grid(count: int, ncols: int | None, panel_size: tuple[float, float],
+                **subplots: Any) -> tuple[Figure, list[Axes]]:
+    """A figure of ``count`` panels, ``ncols`` per row (default: one row); cells past the last
+    panel are switched off. Returns the figure and its panels in row-major order."""
+    if count < 1:
+        raise ValueError("a figure needs at least one panel")
+    ncols = count if ncols is None else max(1, min(int(ncols), count))
+    nrows = -(-count // ncols)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
+                             figsize=(panel_size[0] * ncols, panel_size[1] * nrows), **subplots)
+    flat = list(axes.flat)
+    for extra in flat[count:]:
+        extra.set_axis_off()
+    return fig, flat[:count]
+
+
+def projection_grid(panels: Mapping[str, tuple[Any, Any]], ncols: int | None = None,
+                    panel_size: tuple[float, float] = (3.4, 3.6), legend: bool = False,
+                    ticks: bool = False) -> Figure:
+    """Several 2-D projections (t-SNE / UMAP / PCA output, or raw 2-D features) in one figure.
+
+    ``panels`` maps each panel's title to its ``(xy (n, 2), labels (n,))``; the panels are laid
+    out ``ncols`` per row in the mapping's order (default: one row), each drawn by
+    :func:`plot_embedding_2d`. A label keeps its colour across panels when the panels show the
+    same labels (colours follow the sorted labels). No panel has its own legend: ``legend``
+    True draws one for the figure, on the right, taken from the first panel, when it shows at
+    most :data:`MAX_LEGEND_LABELS` labels. ``ticks`` False hides the axis ticks (t-SNE and UMAP
+    coordinates carry no meaning); keep them for real 2-D features.
+    """
+    if not panels:
+        raise ValueError("no panels to plot: pass {title: (xy, labels)}")
+    fig, axes = _panel_grid(len(panels), ncols, panel_size)
+    for ax, (title, pair) in zip(axes, panels.items()):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"panels[{title!r}] must be an (xy, labels) pair")
+        plot_embedding_2d(pair[0], pair[1], ax=ax, title=title)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+        if not ticks:
+            ax.set(xticks=[], yticks=[])
+    handles, names = axes[0].get_legend_handles_labels()
+    if legend and len(names) <= MAX_LEGEND_LABELS:
+        fig.legend(handles, names, loc="outside right upper", markerscale=1.5, fontsize=8)
+    return fig
+
+
+def similarity_grid(panels: Mapping[str, Mapping[str, tuple[Any, Any]]], ncols: int = 3,
+                    panel_size: tuple[float, float] = (4.0, 3.0),
+                    value_range: tuple[float, float] | None = None, bins: int = 80,
+                    colors: Mapping[str, str] | None = None, sharey: bool = False) -> Figure:
+    """Positive- and negative-pair similarity densities, one panel per title.
+
+    ``panels`` maps each panel's title to the ``{method: (positive, negative)}`` it shows
+    (:func:`plot_similarity_distributions`; ``colors`` overrides :func:`method_color`); panels
+    are laid out ``ncols`` per row and share the x axis (``value_range``, default the range of
+    all the data, so bins are comparable across panels) and, with ``sharey``, the y axis.
+
+    One legend for the figure, below the panels: the line styles (positive pairs solid,
+    negative pairs dashed) and the colour of every method drawn in more than one panel (a
+    reference, e.g. the teacher). A panel's own method is named by its title; a panel with
+    several methods of its own also gets a legend of their colours.
+    """
+    if not panels:
+        raise ValueError("no panels to plot: pass {title: {method: (positive, negative)}}")
+    if value_range is None:
+        values = [np.concatenate([_vector(p[0], "positive similarities"),
+                                  _vector(p[1], "negative similarities")])
+                  for data in panels.values() for p in data.values()
+                  if isinstance(p, (tuple, list)) and len(p) == 2]
+        if values:
+            everything = np.concatenate(values)
+            value_range = (float(everything.min()), float(everything.max()))
+            if value_range[0] == value_range[1]:
+                value_range = (value_range[0] - 0.5, value_range[1] + 0.5)
+    fig, axes = _panel_grid(len(panels), ncols, panel_size, sharex=True, sharey=sharey)
+    counts: dict[str, int] = {}
+    for data in panels.values():
+        for method in data:
+            counts[method] = counts.get(method, 0) + 1
+    shared = [method for method, count in counts.items() if count > 1]
+    ncols = min(ncols, len(panels))
+    for index, (ax, (title, data)) in enumerate(zip(axes, panels.items())):
+        plot_similarity_distributions(data, ax=ax, bins=bins, value_range=value_range,
+                                      colors=colors, legend=False)
+        ax.set_title(title)
+        own = [method for method in data if method not in shared]
+        if len(own) > 1:
+            ax.legend([Line2D([], [], color=method_color(m, colors)) for m in own], own,
+                      loc="best", fontsize=8)
+        if index < len(panels) - ncols:
+            ax.set_xlabel("")
+        else:  # the lowest panel of its column: its tick labels too
+            ax.xaxis.set_tick_params(labelbottom=True)
+        if sharey and index % ncols:
+            ax.set_ylabel("")
+    key = [Line2D([], [], color="0.3", linestyle="-"),
+           Line2D([], [], color="0.3", linestyle="--")]
+    key += [Line2D([], [], color=method_color(m, colors)) for m in shared]
+    names = ["positive pairs", "negative pairs", *shared]
+    fig.legend(key, names, loc="outside lower center", ncol=len(names))
+    return fig
+
+
+def roc_figure(curves: Mapping[str, tuple[Any, Any]],
+               title: str | None = "IJB-like 1:1 verification",
+               figsize: tuple[float, float] = (6.0, 4.5), **options: Any) -> Figure:
+    """One ROC panel (:func:`plot_roc` of ``curves``, with its ``options``: ``min_far``,
+    ``colors``, ``styles``, ``legend``) under ``title``."""
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    plot_roc(curves, ax=ax, **options)
+    if title:
+        ax.set_title(title)
+    return fig

@@ -19,12 +19,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..io import atomic_write_json
-from ..profiles import Profile, get_profile
-from ..report.claims import save_claims
-from ..report.figures import save_figure, use_style
-from ..report.results import save_table
-from ..runtime import configure, provenance
+from .io import atomic_write_json
+from .profiles import Profile, get_profile
+from .report.claims import save_claims
+from .report.figures import save_figure, use_style
+from .report.results import save_table
+from .runtime import configure, provenance
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
