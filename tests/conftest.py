@@ -5,9 +5,15 @@ import time
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+from collections import Counter  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from fkdlib.evaluation import tar_at_far  # noqa: E402
+from fkdlib.evaluation.benchmark import Evaluation  # noqa: E402
 from fkdlib.reproduce import reproduce  # noqa: E402
 
 torch.set_num_threads(1)
@@ -55,3 +61,31 @@ def assert_same_step(distiller, reference, terms, expected):
         assert p.grad is None or torch.equal(p.grad, q.grad), name
     for (name, a), b in zip(distiller.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(a, b), name  # BatchNorm statistics included
+
+
+def count_head_calls(head):
+    """A Counter of a head's forward calls, "labels" or "no labels" (filled as it is called)."""
+    calls = Counter()
+    head.register_forward_pre_hook(
+        lambda module, args: calls.update(["labels" if len(args) > 1 else "no labels"]))
+    return calls
+
+
+def pair_evaluation(name, positive, negative, embeddings=None, protocol="ijb",
+                    fars=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), clip=True):
+    """An Evaluation holding one protocol of positive then negative pair scores (clipped to
+    [-1, 1] unless ``clip`` is False) with its TAR at ``fars``, and ``embeddings`` as the test
+    pool (default: none)."""
+    scores = np.concatenate([positive, negative])
+    scores = np.clip(scores, -1, 1) if clip else scores
+    issame = np.r_[np.ones(len(positive), bool), np.zeros(len(negative), bool)]
+    tar = {far: float(tar_at_far(scores, issame, far=far)) for far in fars}
+    pools = {} if embeddings is None else {"test": embeddings}
+    return Evaluation(name, {}, {protocol: scores}, {protocol: issame}, {protocol: tar}, pools)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Every test leaves no matplotlib figure open."""
+    yield
+    plt.close("all")

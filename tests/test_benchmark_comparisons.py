@@ -1,18 +1,15 @@
 """Paired comparisons of two models' scores on the same pairs of a benchmark protocol."""
 
+from functools import partial
+
 import numpy as np
 import pytest
+from conftest import pair_evaluation
 
 from fkdlib.errors import ConfigError
-from fkdlib.evaluation import tar_at_far
-from fkdlib.evaluation.benchmark import Evaluation, closeness_bootstrap, stratified_mean_bootstrap
+from fkdlib.evaluation.benchmark import closeness_bootstrap, stratified_mean_bootstrap
 
-
-def _evaluation(name, positive, negative, protocol="ijb"):
-    scores = np.concatenate([positive, negative])
-    issame = np.concatenate([np.ones(len(positive), bool), np.zeros(len(negative), bool)])
-    tar = {far: float(tar_at_far(scores, issame, far=far)) for far in (1e-4, 1e-3)}
-    return Evaluation(name, {}, {protocol: scores}, {protocol: issame}, {protocol: tar}, {})
+_evaluation = partial(pair_evaluation, clip=False)
 
 
 def test_stratified_bootstrap_within_one_class_and_subsampling():

@@ -16,7 +16,7 @@ from fkdlib.errors import ConfigError
 from fkdlib.heads import ArcFace, SoftmaxHead
 from fkdlib.models import create_model
 from fkdlib.training.trainer import TrainConfig, Trainer
-from conftest import assert_same_step
+from conftest import assert_same_step, count_head_calls
 
 CLASSES = 4
 
@@ -152,13 +152,6 @@ def _reference_terms(distiller, images, labels):
     return terms
 
 
-def _count_head_calls(head):
-    calls = Counter()
-    head.register_forward_pre_hook(
-        lambda module, args: calls.update(["labels" if len(args) > 1 else "no labels"]))
-    return calls
-
-
 @pytest.mark.parametrize("head, ce_weight, weights, student_calls, teacher_calls", [
     ("arcface", 1.0, {"angular": 7.0}, {"labels": 1}, {}),
     ("arcface", 1.0, {"angular": 7.0, "kd": 0.0}, {"labels": 1}, {}),
@@ -178,7 +171,7 @@ def test_logits_only_when_a_loss_needs_them_and_terms_and_gradients_are_unchange
                           {name: (modules[name], w) for name, w in weights.items()},
                           ce_weight=ce_weight)
     reference = copy.deepcopy(distiller)
-    calls = _count_head_calls(distiller.student_head), _count_head_calls(distiller.teacher_head)
+    calls = count_head_calls(distiller.student_head), count_head_calls(distiller.teacher_head)
     images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
     assert distiller.needs_logits == bool(weights.get("kd"))

@@ -15,7 +15,7 @@ from fkdlib.errors import ConfigError
 from fkdlib.heads import ArcFace
 from fkdlib.models import create_model
 from fkdlib.training.trainer import TrainConfig, Trainer
-from conftest import assert_same_step
+from conftest import assert_same_step, count_head_calls
 
 CLASSES = 3
 
@@ -135,13 +135,6 @@ def _reference_terms(distiller, images, labels):
     return terms
 
 
-def _count_head_calls(head):
-    calls = Counter()
-    head.register_forward_pre_hook(
-        lambda module, args: calls.update(["labels" if len(args) > 1 else "no labels"]))
-    return calls
-
-
 @pytest.mark.parametrize("kd_weight, unlabeled_weight, mixup_weight, student_calls, "
                          "teacher_calls", [
     (0.0, 1.0, 1.0, {"labels": 1, "no labels": 2}, {"no labels": 2}),
@@ -154,7 +147,7 @@ def test_terms_and_gradients_are_those_of_the_always_logits_forward(
     distiller = _distiller(kd_weight=kd_weight, unlabeled_weight=unlabeled_weight,
                            mixup_weight=mixup_weight)
     reference = copy.deepcopy(distiller)
-    calls = _count_head_calls(distiller.student_head), _count_head_calls(distiller.teacher_head)
+    calls = count_head_calls(distiller.student_head), count_head_calls(distiller.teacher_head)
     images = to_float_image(torch.from_numpy(TinyFaces().images_u8()[:4]))
     labels = torch.tensor([0, 1, 2, 0])
     terms = distiller(images, labels)

@@ -2,23 +2,28 @@
 hand-made evaluations with known answers."""
 
 import math
+from functools import partial
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import pair_evaluation
 
 from fkdlib.distill.icd import FeatureBank
 from fkdlib.errors import ConfigError
-from fkdlib.evaluation import count_parameters, tar_at_far
-from fkdlib.experiments import icd_face as exp
+from fkdlib.evaluation import count_parameters
 from fkdlib.evaluation.benchmark import (
-    Evaluation, FaceBenchmark, identity_sample_rows, synthface_data_spec)
-from fkdlib.zoo import teacher_spec
+    FaceBenchmark,
+    identity_sample_rows,
+    synthface_data_spec,
+)
+from fkdlib.experiments import icd_face as exp
 from fkdlib.models import create_model
 from fkdlib.profiles import get_profile
 from fkdlib.report.claims import claims_beside_paper
+from fkdlib.zoo import teacher_spec
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +34,7 @@ def bench():
                          verification={})
 
 
-def _evaluation(name, positive, negative, protocol="ijb"):
-    scores = np.concatenate([positive, negative])
-    issame = np.concatenate([np.ones(len(positive), bool), np.zeros(len(negative), bool)])
-    tar = {far: float(tar_at_far(scores, issame, far=far)) for far in (1e-5, 1e-4, 1e-3, 1e-2,
-                                                                      1e-1)}
-    return Evaluation(name, {}, {protocol: scores}, {protocol: issame}, {protocol: tar}, {})
+_evaluation = partial(pair_evaluation, clip=False)
 
 
 # ----------------------------------------------------------------------------- specs

@@ -6,34 +6,26 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
 from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.colors import to_hex, to_rgba  # noqa: E402
 from matplotlib.patches import StepPatch  # noqa: E402
 
-from fkdlib.evaluation import project, tar_at_far  # noqa: E402
-from fkdlib.evaluation.benchmark import Evaluation, identity_sample_rows  # noqa: E402
+from fkdlib.evaluation import project  # noqa: E402
+from fkdlib.evaluation.benchmark import identity_sample_rows  # noqa: E402
+from conftest import pair_evaluation  # noqa: E402
 from fkdlib.experiments import arcface as exp  # noqa: E402
 from fkdlib.report.figures import method_color  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def _evaluation(name, shift, seed=0, test_embeddings=None):
     rng = np.random.default_rng(seed)
     positive, negative = rng.uniform(0.2, 0.9, 60) + shift, rng.uniform(-0.5, 0.4, 200)
-    scores = np.clip(np.concatenate([positive, negative]), -1, 1)
-    issame = np.r_[np.ones(positive.size, bool), np.zeros(negative.size, bool)]
-    tar = {"ijb": {far: float(tar_at_far(scores, issame, far=far)) for far in (1e-3, 1e-2)}}
-    embeddings = {"test": test_embeddings if test_embeddings is not None else np.eye(3)}
-    return Evaluation(name, {}, {"ijb": scores}, {"ijb": issame}, tar, embeddings)
+    return pair_evaluation(name, positive, negative,
+                           test_embeddings if test_embeddings is not None else np.eye(3))
 
 
 def _history(epochs, seed):

@@ -6,32 +6,22 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.patches import StepPatch  # noqa: E402
 
-from fkdlib.evaluation import tar_at_far  # noqa: E402
-from fkdlib.evaluation.benchmark import Evaluation  # noqa: E402
+from conftest import pair_evaluation  # noqa: E402
 from fkdlib.experiments import srrl  # noqa: E402
 
 ROWS = [srrl.STUDENT, *srrl.KD_ZOO, *srrl.SRRL_ROWS, srrl.TEACHER]
 
 
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def _evaluation(name, quality, seed=0):
     rng = np.random.default_rng(seed)
-    positive, negative = rng.normal(quality, 0.1, 40), rng.normal(0.0, 0.2, 400)
-    scores = np.clip(np.concatenate([positive, negative]), -1, 1)
-    issame = np.r_[np.ones(positive.size, bool), np.zeros(negative.size, bool)]
-    tar = {"ijb": {far: float(tar_at_far(scores, issame, far=far)) for far in (1e-3, 1e-2)}}
-    return Evaluation(name, {}, {"ijb": scores}, {"ijb": issame}, tar, {})
+    return pair_evaluation(name, rng.normal(quality, 0.1, 40), rng.normal(0.0, 0.2, 400))
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.colors import to_hex, to_rgba  # noqa: E402
 from matplotlib.patches import StepPatch  # noqa: E402
 
-from fkdlib.evaluation import project, tar_at_far  # noqa: E402
-from fkdlib.evaluation.benchmark import Evaluation, identity_sample_rows  # noqa: E402
+from fkdlib.evaluation import project  # noqa: E402
+from fkdlib.evaluation.benchmark import identity_sample_rows  # noqa: E402
+from conftest import pair_evaluation  # noqa: E402
 from fkdlib.experiments import vargfacenet as exp  # noqa: E402
 from fkdlib.report.figures import PALETTE  # noqa: E402
 
@@ -22,20 +22,12 @@ TRIO = {"teacher (IResNet-50)": exp.DISTILLATION_TEACHER, "scratch (VarGFaceNet)
         "VarGFaceNet (angular KD, gen 0)": GEN[0]}
 
 
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def _evaluation(name, quality, seed=0, test_embeddings=None):
     rng = np.random.default_rng(seed)
-    positive, negative = rng.normal(quality, 0.1, 50), rng.normal(0.0, 0.2, 300)
-    scores = np.clip(np.concatenate([positive, negative]), -1, 1)
-    issame = np.r_[np.ones(positive.size, bool), np.zeros(negative.size, bool)]
-    tar = {"ijb": {far: float(tar_at_far(scores, issame, far=far)) for far in (1e-3, 1e-2)}}
-    embeddings = {"test": test_embeddings if test_embeddings is not None else np.eye(3)}
-    return Evaluation(name, {}, {"ijb": scores}, {"ijb": issame}, tar, embeddings)
+    return pair_evaluation(name, rng.normal(quality, 0.1, 50), rng.normal(0.0, 0.2, 300),
+                           test_embeddings if test_embeddings is not None else np.eye(3))
 
 
 def test_efficiency_figure_bars_are_the_ratios_to_iresnet50():

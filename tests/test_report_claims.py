@@ -56,9 +56,10 @@ def test_every_status_branch(direction, low, high, status):
 def test_a_bound_shifts_effect_and_interval():
     """"Lower by more than 0.05": the effect is measured from the bound −0.05."""
     lower = claim("less", bound=-0.05)
-    result = check_claim(lower, Evidence(-0.15, -0.2, -0.1))
+    result = check_claim(lower, Evidence(-0.15, -0.2, -0.1, p_value=0.001))
     assert (result.effect, result.ci_low, result.ci_high) == pytest.approx((-0.1, -0.15, -0.05))
     assert result.status == "holds"
+    assert result.p_value is None  # it tested Δ = 0, not the bound
     # lower, but not by more than the bound
     assert check_claim(lower, Evidence(-0.05, -0.08, -0.02)).status == "not significant"
 
@@ -70,7 +71,8 @@ def test_a_bound_shifts_effect_and_interval():
 def test_equivalence_interval_is_the_range_of_abs_difference(low, high, expected):
     margin = 0.05
     result = check_claim(claim("equivalent", margin=margin),
-                         Evidence((low + high) / 2, low, high))
+                         Evidence((low + high) / 2, low, high, p_value=0.5))
+    assert result.p_value is None
     grid = np.abs(np.linspace(low, high, 100_001)) - margin  # brute force over Δ's interval
     assert result.ci_low == pytest.approx(grid.min(), abs=1e-6)
     assert result.ci_high == pytest.approx(grid.max(), abs=1e-12)

@@ -27,10 +27,6 @@ from fkdlib.report.figures import (  # noqa: E402
 )
 
 
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
 
 
 def test_save_figure_writes_valid_png_pdf_svg(tmp_path):

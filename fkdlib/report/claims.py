@@ -219,6 +219,8 @@ def check_claim(claim: Claim, evidence: Evidence, assess: bool = True) -> ClaimR
         effect, low, high = (evidence.effect - claim.bound, evidence.ci_low - claim.bound,
                              evidence.ci_high - claim.bound)
     status = verdict(claim.direction, low, high) if assess else NOT_ASSESSED
+    # a p-value tests "no difference"; it says nothing of a bound or an equivalence margin
+    p_value = None if claim.bound or claim.direction == "equivalent" else evidence.p_value
     parts = [evidence.compared] if evidence.compared else []
     if claim.direction == "equivalent":
         parts.append(f"Δ = {evidence.effect:+.4f}, 95% CI [{evidence.ci_low:+.4f}, "
@@ -233,8 +235,7 @@ def check_claim(claim: Claim, evidence: Evidence, assess: bool = True) -> ClaimR
         parts.append("confidence interval undefined (NaN) at this sample size")
     elif not assess:
         parts.append("not assessed at this profile")
-    return ClaimResult(claim, status, effect, low, high, evidence.p_value, evidence.n,
-                       "; ".join(parts))
+    return ClaimResult(claim, status, effect, low, high, p_value, evidence.n, "; ".join(parts))
 
 
 def check_unique(claims: Sequence[Claim]) -> None:
