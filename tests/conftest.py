@@ -9,6 +9,7 @@ from collections import Counter  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -89,3 +90,24 @@ def close_figures():
     """Every test leaves no matplotlib figure open."""
     yield
     plt.close("all")
+
+
+CLASSES = 3
+
+
+class TinyFaces(torch.utils.data.Dataset):
+    """Twelve random 16 px uint8 images of three identities, in SynthFace's in-memory form."""
+
+    num_classes = CLASSES
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        labels = np.repeat(np.arange(CLASSES), 4)
+        self._images = rng.integers(0, 255, size=(len(labels), 3, 16, 16), dtype=np.uint8)
+        self.metadata = pd.DataFrame({"identity": labels})
+
+    def __len__(self):
+        return len(self._images)
+
+    def images_u8(self):
+        return self._images

@@ -4,7 +4,6 @@ import copy
 from collections import Counter
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,24 +14,7 @@ from fkdlib.errors import ConfigError
 from fkdlib.heads import ArcFace
 from fkdlib.models import create_model
 from fkdlib.training.trainer import TrainConfig, Trainer
-from conftest import assert_same_step, count_head_calls
-
-CLASSES = 3
-
-
-class TinyFaces(torch.utils.data.Dataset):
-    def __init__(self):
-        rng = np.random.default_rng(0)
-        labels = np.repeat(np.arange(CLASSES), 4)
-        self._images = rng.integers(0, 255, size=(len(labels), 3, 16, 16), dtype=np.uint8)
-        self.metadata = pd.DataFrame({"identity": labels})
-
-    def __len__(self):
-        return len(self._images)
-
-    def images_u8(self):
-        return self._images
-
+from conftest import CLASSES, TinyFaces, assert_same_step, count_head_calls
 
 def _unlabeled(count=10):
     return torch.from_numpy(np.random.default_rng(1).integers(0, 255, size=(count, 3, 16, 16),

@@ -1,36 +1,18 @@
 """Zoo methods "distill" / "distill_unlabeled", ModelSpec.from_dict, recursive generations."""
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
+
+from conftest import CLASSES, TinyFaces
 
 import fkdlib.data
 from fkdlib import zoo
 from fkdlib.distill import Distiller, UnlabeledMixupDistiller
-from fkdlib.zoo import METHODS, build_distiller, build_unlabeled_distiller, recursive_specs, train_all
 from fkdlib.errors import ConfigError
 from fkdlib.training.trainer import ClassificationTask
-from fkdlib.zoo import ModelSpec, get_or_train
-
-CLASSES = 3
-
-
-class TinyFaces(torch.utils.data.Dataset):
-    num_classes = CLASSES
-
-    def __init__(self):
-        rng = np.random.default_rng(0)
-        labels = np.repeat(np.arange(CLASSES), 4)
-        self._images = rng.integers(0, 255, size=(len(labels), 3, 16, 16), dtype=np.uint8)
-        self.metadata = pd.DataFrame({"identity": labels})
-
-    def __len__(self):
-        return len(self._images)
-
-    def images_u8(self):
-        return self._images
-
+from fkdlib.zoo import (
+    METHODS, ModelSpec, build_distiller, build_unlabeled_distiller, get_or_train, recursive_specs,
+    train_all)
 
 @pytest.fixture
 def tiny_data(monkeypatch):
