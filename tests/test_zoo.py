@@ -101,6 +101,15 @@ def test_init_from_starts_from_the_parent_weights(tmp_path):
         assert torch.allclose(value, child.backbone.state_dict()[key], atol=1e-6), key
 
 
+def test_a_margin_head_fine_tuned_from_softmax_starts_from_its_class_weights(tmp_path):
+    parent = get_or_train(_spec(head="softmax", head_kwargs={}), cache_dir=tmp_path,
+                          log=lambda *_: None)
+    child_spec = _spec(init_from=_spec(head="softmax", head_kwargs={}),
+                       train={**TRAIN, "lr": 1e-12, "weight_decay": 0.0}, name="child")
+    child = get_or_train(child_spec, cache_dir=tmp_path, log=lambda *_: None)
+    assert torch.allclose(child.head.weight, parent.head.linear.weight, atol=1e-6)
+
+
 def test_unknown_method_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown training method 'telepathy'.*classify"):
         get_or_train(_spec(method="telepathy"), cache_dir=tmp_path)

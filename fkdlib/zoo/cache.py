@@ -199,6 +199,13 @@ def build_untrained(spec: ModelSpec, num_classes: int) -> tuple[nn.Module, nn.Mo
     return backbone, head
 
 
+def _same_shape_weights(source: nn.Module, target: nn.Module) -> bool:
+    """Both heads have a class-weight matrix ``weight`` of the same shape."""
+    weights = [getattr(head, "weight", None) for head in (source, target)]
+    return all(isinstance(w, torch.Tensor) for w in weights) and \
+        weights[0].shape == weights[1].shape
+
+
 def _entry_files(entry: Path) -> tuple[Path, Path, Path]:
     return entry / "weights.pt", entry / "manifest.json", entry / "history.csv"
 
@@ -270,6 +277,10 @@ def get_or_train(spec: ModelSpec, cache_dir: str | Path = DEFAULT_CACHE_DIR,
         backbone.load_state_dict(parent.backbone.state_dict())
         if parent.head.state_dict().keys() == head.state_dict().keys():
             head.load_state_dict(parent.head.state_dict())
+        elif _same_shape_weights(parent.head, head):
+            # softmax pre-training, then a margin head: start from the learnt class centres
+            with torch.no_grad():
+                head.weight.copy_(parent.head.weight)
     task = builder(spec, backbone, head, device, cache_dir)
     resuming = (entry / "checkpoints" / "last.pt").exists()
     log(f"[zoo] {label}: {'resuming an interrupted training' if resuming else 'training'} "

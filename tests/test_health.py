@@ -1,0 +1,98 @@
+"""Training health: the measures against hand computations, the gate, the tables."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from fkdlib.errors import ConfigError
+from fkdlib.evaluation.health import (
+    HEALTH_COLUMNS, HealthGate, class_geometry, effective_dimension, failed_models,
+    final_loss_drop, health_table, training_health)
+from fkdlib.heads import create_head
+
+
+def test_effective_dimension_is_the_participation_ratio():
+    rng = np.random.default_rng(0)
+    # one direction only (and its opposite): every normalised row is ±e1 → one eigenvalue
+    line = np.outer(rng.choice([-1.0, 1.0], 400), np.eye(8)[0]) * rng.uniform(1, 3, (400, 1))
+    assert effective_dimension(line) == pytest.approx(1.0)
+    # isotropic in 16 dimensions → close to 16
+    assert effective_dimension(rng.normal(size=(20000, 16))) == pytest.approx(16.0, rel=0.02)
+    # against the formula on an arbitrary sample
+    x = rng.normal(size=(300, 5)) * np.array([3.0, 1.0, 0.5, 0.2, 0.1])
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    eig = np.linalg.eigvalsh(np.cov(unit.T))
+    assert effective_dimension(torch.from_numpy(x)) == pytest.approx(
+        eig.sum() ** 2 / (eig ** 2).sum())
+    with pytest.raises(ConfigError, match="samples >= 2"):
+        effective_dimension(np.ones(5))
+
+
+def test_class_geometry_against_a_hand_computed_example():
+    head = create_head("cosface", embedding_size=2, num_classes=3, s=10.0, m=0.3)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.2]])
+    labels = torch.tensor([0, 1, 2])
+    got = class_geometry(embeddings, labels, head)
+    r = 1 / math.sqrt(2)
+    c3 = (1 + 0.2) / math.sqrt(1.04) * r  # sample 3 vs class 2
+    c1 = 1 / math.sqrt(1.04)  # sample 3 vs class 0
+    margins = [1 - r, 1 - r, c3 - c1]
+    assert got["class_margin"] == pytest.approx(np.mean(margins))
+    assert got["max_weight_cosine"] == pytest.approx(r)
+    # the inference logits s·cos: sample 3 is nearer class 0 → two of three right
+    assert got["train_top1"] == pytest.approx(2 / 3)
+    assert math.isnan(class_geometry(embeddings, labels, nn.Identity())["train_top1"])
+
+
+def test_final_loss_drop_reads_the_last_two_epochs():
+    assert final_loss_drop(pd.DataFrame({"loss": [5.0, 2.0, 1.6]})) == pytest.approx(0.2)
+    assert math.isnan(final_loss_drop(pd.DataFrame({"loss": [5.0]})))
+    assert math.isnan(final_loss_drop(pd.DataFrame({"other": [1.0, 2.0]})))
+
+
+def test_training_health_of_a_model_on_its_images():
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 6))
+    head = create_head("softmax", embedding_size=6, num_classes=4)
+    images = torch.randint(0, 256, (40, 3, 4, 4), dtype=torch.uint8)
+    labels = torch.arange(40) % 4
+    model = SimpleNamespace(backbone=backbone, head=head,
+                            history=pd.DataFrame({"loss": [2.0, 1.0]}))
+    test = np.random.default_rng(1).normal(size=(50, 6))
+    row = training_health(model, images, labels, test, batch_size=7)
+    with torch.no_grad():
+        emb = backbone(images.float() / 127.5 - 1.0)
+    assert row["train_top1"] == pytest.approx(float((head(emb).argmax(1) == labels).double()
+                                                    .mean()))
+    assert row["effective_dim"] == pytest.approx(effective_dimension(test))
+    assert row["final_loss_drop"] == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="40 training images but 3 labels"):
+        training_health(model, images, labels[:3], test)
+
+
+def test_the_gate_names_every_failure_and_ignores_missing_measures():
+    gate = HealthGate()
+    healthy = {"train_top1": 0.97, "class_margin": 0.3, "max_weight_cosine": 0.5,
+               "effective_dim": 12.0, "final_loss_drop": 0.01}
+    assert gate.reason(healthy) == ""
+    collapsed = {"train_top1": 0.58, "class_margin": 0.007, "max_weight_cosine": 0.9996,
+                 "effective_dim": 3.3, "final_loss_drop": 0.2}
+    assert gate.reason(collapsed) == (
+        "training top-1 58.0% < 90%; two class weights at cosine 1.000 > 0.9; effective "
+        "dimension 3.3 < 5; loss still falling 20.0% in the last epoch (> 5%)")
+    no_head = dict(healthy, train_top1=math.nan, max_weight_cosine=math.nan,
+                   final_loss_drop=math.nan)
+    assert gate.reason(no_head) == ""
+
+    table = health_table({("ArcFace", 0): collapsed, ("ArcFace", 1): healthy,
+                          ("Softmax", 0): healthy})
+    assert tuple(table.columns) == HEALTH_COLUMNS
+    assert list(table["converged"]) == [False, True, True]
+    assert failed_models(table) == {"ArcFace": "seed 0: " + gate.reason(collapsed)}
