@@ -115,3 +115,36 @@ def test_unknown_method_is_refused(tmp_path):
         get_or_train(_spec(method="telepathy"), cache_dir=tmp_path)
     with pytest.raises(ConfigError, match="unknown training monitor 'telemetry'.*target_angles"):
         get_or_train(_spec(monitors=("telemetry",)), cache_dir=tmp_path)
+
+
+def test_with_seed_moves_every_training_seed_and_keeps_the_data():
+    from fkdlib.zoo import with_seed
+
+    teacher = _spec(name="teacher")
+    student = _spec(method="distill", init_from=_spec(name="parent"),
+                    method_kwargs={"teacher": teacher.to_dict(), "seed": 5}, name="student")
+    moved = with_seed(student, 2)
+    assert moved.train["seed"] == TRAIN["seed"] + 2 and moved.data == student.data
+    assert moved.init_from.train["seed"] == 2 and moved.init_from.data == DATA
+    assert moved.method_kwargs["teacher"]["train"]["seed"] == 2
+    assert moved.method_kwargs["seed"] == 7
+    assert moved.key != student.key and with_seed(student, 0) is student
+    assert student.method_kwargs["seed"] == 5  # the original is untouched
+    with pytest.raises(ConfigError, match="seed offset must be an integer >= 0"):
+        with_seed(student, -1)
+
+
+def test_train_seeds_trains_each_model_once_per_seed(tmp_path):
+    from fkdlib.zoo import train_seeds, with_seed
+
+    messages = []
+    models = train_seeds({"a": _spec(), "b": _spec(head="arcface")}, 2, cache_dir=tmp_path,
+                         log=messages.append, names=["a"])
+    assert list(models) == ["a"] and len(models["a"]) == 2
+    assert [m.spec.train["seed"] for m in models["a"]] == [0, 1]
+    assert models["a"][1].key == with_seed(_spec(), 1).key
+    assert not torch.equal(models["a"][0].head.weight, models["a"][1].head.weight)
+    with pytest.raises(ConfigError, match="seeds must be an integer >= 1"):
+        train_seeds({"a": _spec()}, 0, cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="unknown model"):
+        train_seeds({"a": _spec()}, 1, cache_dir=tmp_path, names=["z"])

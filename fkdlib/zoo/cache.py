@@ -310,3 +310,44 @@ def train_all(specs: Mapping[str, ModelSpec], cache_dir: str | Path = DEFAULT_CA
         raise ConfigError(f"unknown model(s) {unknown}; expected some of {list(specs)}")
     return {name: get_or_train(specs[name], cache_dir=cache_dir, device=device, log=log)
             for name in (names or specs)}
+
+
+def with_seed(spec: ModelSpec, offset: int) -> ModelSpec:
+    """``spec`` replicated with its training seeds moved by ``offset``: its own, its
+    ``init_from`` parent's and its teacher's (``method_kwargs["teacher"]``), and the
+    ``method_kwargs["seed"]`` of methods that draw their own randomness; the data (and so the
+    test protocols) stay the same. Offset 0 is ``spec`` itself, so seed 0 of a multi-seed run
+    is the model a one-seed run trains."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ConfigError(f"a seed offset must be an integer >= 0, got {offset!r}")
+    if offset == 0:
+        return spec
+    kwargs = dict(spec.method_kwargs)
+    if "teacher" in kwargs:
+        kwargs["teacher"] = with_seed(ModelSpec.from_dict(kwargs["teacher"]), offset).to_dict()
+    if "seed" in kwargs:
+        kwargs["seed"] = int(kwargs["seed"]) + offset
+    return spec.replace(
+        train={**spec.train, "seed": int(spec.train.get("seed", 0)) + offset},
+        method_kwargs=kwargs,
+        init_from=None if spec.init_from is None else with_seed(spec.init_from, offset))
+
+
+def train_seeds(specs: Mapping[str, ModelSpec], seeds: int,
+                cache_dir: str | Path = DEFAULT_CACHE_DIR, device: torch.device | str = "cpu",
+                log: Callable[[str], None] = print,
+                names: Sequence[str] | None = None) -> dict[str, list[TrainedModel]]:
+    """:func:`train_all` once per training seed (:func:`with_seed` offsets ``0 .. seeds-1``):
+    ``{name: [model of seed 0, model of seed 1, ...]}``. Seed 0 of every model is trained
+    first, so an interrupted run has whole replicates to show."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds must be an integer >= 1, got {seeds!r}")
+    chosen = list(names or specs)
+    out: dict[str, list[TrainedModel]] = {name: [] for name in chosen}
+    for offset in range(seeds):
+        trained = train_all({name: with_seed(spec, offset) for name, spec in specs.items()},
+                            cache_dir=cache_dir, device=device, log=log, names=chosen)
+        for name, model in trained.items():
+            out[name].append(model)
+    return out
+
