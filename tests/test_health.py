@@ -12,7 +12,7 @@ import torch.nn as nn
 from fkdlib.errors import ConfigError
 from fkdlib.evaluation.health import (
     HEALTH_COLUMNS, HealthGate, class_geometry, effective_dimension, failed_models,
-    final_loss_drop, health_table, training_health)
+    final_loss_drop, health_table, model_health, training_health)
 from fkdlib.heads import create_head
 
 
@@ -96,3 +96,31 @@ def test_the_gate_names_every_failure_and_ignores_missing_measures():
     assert tuple(table.columns) == HEALTH_COLUMNS
     assert list(table["converged"]) == [False, True, True]
     assert failed_models(table) == {"ArcFace": "seed 0: " + gate.reason(collapsed)}
+
+
+def test_model_health_measures_every_seed_on_its_training_images(tmp_path):
+    from fkdlib.zoo import ModelSpec, train_seeds
+
+    data = {"kind": "synthface", "split": "train", "num_identities": 4,
+            "images_per_identity": 6, "resolution": 16, "seed": 0, "difficulty": "easy"}
+    spec = ModelSpec(backbone="iresnet18", head="softmax", data=data,
+                     train={"epochs": 2, "batch_size": 8, "lr": 0.05, "seed": 3},
+                     backbone_kwargs={"input_size": 16, "width": 0.125, "embedding_size": 8},
+                     profile="smoke")
+    models = train_seeds({"m": spec}, 2, cache_dir=tmp_path, log=lambda *_: None)
+    rng = np.random.default_rng(0)
+    embeddings = {"m": [rng.normal(size=(30, 8)), rng.normal(size=(30, 8))]}
+    table = model_health(models, embeddings)
+    assert list(table["model"]) == ["m", "m"] and list(table["seed"]) == [3, 4]
+    from fkdlib.data import build_dataset
+
+    dataset = build_dataset(data)
+    images = torch.from_numpy(dataset.images_u8())
+    labels = torch.tensor(dataset.metadata["identity"].to_numpy())
+    expected = training_health(models["m"][1], images, labels, embeddings["m"][1])
+    assert table.iloc[1]["train_top1"] == pytest.approx(expected["train_top1"])
+    assert table.iloc[1]["effective_dim"] == pytest.approx(expected["effective_dim"])
+    with pytest.raises(ConfigError, match="2 models but 1 sets"):
+        model_health(models, {"m": embeddings["m"][:1]})
+    with pytest.raises(ConfigError, match="no test embeddings for \\['m'\\]"):
+        model_health(models, {})

@@ -24,8 +24,9 @@ decided by a collapsed run.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -167,6 +168,41 @@ def health_table(rows: Mapping[tuple[str, int], Mapping[str, float]],
         records.append({"model": name, "seed": seed, **measures, "converged": not reason,
                         "reason": reason})
     return pd.DataFrame(records, columns=list(HEALTH_COLUMNS))
+
+
+def model_health(models: Mapping[str, Sequence[Any]],
+                 test_embeddings: Mapping[str, Sequence[np.ndarray]],
+                 gate: HealthGate = DEFAULT_GATE) -> pd.DataFrame:
+    """:func:`health_table` of every model and training seed.
+
+    Args:
+        models: name -> one trained model per seed (:func:`fkdlib.zoo.train_seeds`); each is
+            measured on the training images of its own spec's data.
+        test_embeddings: name -> one ``(N, D)`` array of test embeddings per seed (for the
+            effective dimension), in the same seed order.
+    """
+    from ..data import build_dataset
+    from ..training.trainer import dataset_labels
+
+    missing = [name for name in models if name not in test_embeddings]
+    if missing:
+        raise ConfigError(f"no test embeddings for {missing}; give one array per seed")
+    training_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    rows: dict[tuple[str, int], dict[str, float]] = {}
+    for name, replicates in models.items():
+        if len(replicates) != len(test_embeddings[name]):
+            raise ConfigError(f"{name}: {len(replicates)} models but "
+                              f"{len(test_embeddings[name])} sets of test embeddings")
+        for model, embeddings in zip(replicates, test_embeddings[name], strict=True):
+            key = json.dumps(model.spec.data, sort_keys=True, default=str)
+            if key not in training_sets:
+                dataset = build_dataset(model.spec.data)
+                training_sets[key] = (
+                    torch.from_numpy(np.ascontiguousarray(dataset.images_u8())),
+                    torch.from_numpy(dataset_labels(dataset)))
+            seed = int(model.spec.train.get("seed", 0))
+            rows[(name, seed)] = training_health(model, *training_sets[key], embeddings)
+    return health_table(rows, gate)
 
 
 def failed_models(table: pd.DataFrame) -> dict[str, str]:
