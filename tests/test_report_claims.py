@@ -97,13 +97,69 @@ def test_smoke_profile_records_the_effect_without_a_verdict():
     result = check_claim(claim(), Evidence(1.2, 0.5, 2.0, compared="A - B"), assess=False)
     assert result.status == "not assessed"
     assert (result.effect, result.ci_low, result.ci_high) == (1.2, 0.5, 2.0)
-    assert result.evidence == "A - B; not assessed at this profile"
+    assert result.evidence == "A - B"
+    assert result.reason == "not assessed at this profile (too small for a verdict)"
 
 
 def test_undefined_interval_is_not_assessed():
     result = check_claim(claim(), Evidence(math.nan, math.nan, math.nan))
     assert result.status == "not assessed"
-    assert "undefined" in result.evidence
+    assert "undefined" in result.reason
+
+
+@pytest.mark.parametrize("paper_effect,se,status,reason", [
+    # MDE = 2.8016 * se: 0.28 at se 0.1
+    (0.1, 0.1, "untestable at this scale", "the paper's effect 0.1 is below the smallest"),
+    (0.5, 0.1, "not significant", "could have seen the paper's effect 0.5 (MDE 0.28)"),
+    (None, 0.1, "not significant", "the paper gives no effect size"),
+])
+def test_not_significant_is_read_against_the_power_of_the_test(paper_effect, se, status,
+                                                                 reason):
+    result = check_claim(claim(paper_effect=paper_effect), Evidence(0.05, -0.15, 0.25, se=se))
+    assert result.status == status
+    assert reason in result.reason
+    assert result.mde == pytest.approx(2.8016 * se, abs=1e-4)
+
+
+def test_power_never_changes_a_decided_verdict_and_reads_the_bound():
+    held = check_claim(claim(paper_effect=0.01), Evidence(1.0, 0.5, 1.5, se=0.25))
+    assert (held.status, held.reason) == ("holds", "")
+    # "larger by more than 0.05": the paper's 0.08 is 0.03 beyond the bound, below MDE 0.056
+    bounded = check_claim(claim(bound=0.05, paper_effect=0.08),
+                          Evidence(0.06, 0.03, 0.09, se=0.02))
+    assert bounded.status == "untestable at this scale"
+    assert "effect 0.03 is below" in bounded.reason
+    exact = Evidence.exact(0.2, "A − B")
+    assert exact.se == 0 and exact.mde == 0
+
+
+def test_gates_and_premises_make_a_claim_not_assessed_but_keep_its_effect():
+    premise = Claim("premise", "the teacher is more compact", "paper", "mean positive",
+                    "exact", ("Teacher", "Student"))
+    dependent = claim(id="dep", test="exact", requires=("premise",))
+    other = Claim("other", "FCD beats the better of both", "paper", "TAR", "exact",
+                  ("FCD", ("Student", "Teacher")))
+    effects = {"premise": -0.05, "dep": 0.3, "other": 0.2}
+    tests = {"exact": lambda c: Evidence.exact(effects[c.id], c.id)}
+    frame = evaluate_claims([premise, dependent, other], tests,
+                            unhealthy={"Teacher": "seed 0: training top-1 40.0% < 90%"})
+    rows = frame.set_index("id")
+    # the premise itself involves the unhealthy teacher: not assessed, so "dep" is too
+    assert rows.loc["premise", "status"] == "not assessed"
+    assert "Teacher failed the training-health gate (seed 0" in rows.loc["premise", "reason"]
+    assert rows.loc["dep", "status"] == "not assessed"
+    assert rows.loc["dep", "reason"] == "premise 'premise' is not assessed"
+    assert rows.loc["dep", "effect"] == 0.3
+    assert "Teacher failed" in rows.loc["other", "reason"]
+
+    healthy = evaluate_claims([premise, dependent], tests).set_index("id")
+    assert healthy.loc["premise", "status"] == "contradicted"
+    assert healthy.loc["dep", "reason"] == "premise 'premise' is contradicted"
+    effects["premise"] = 0.05
+    assert evaluate_claims([premise, dependent], tests).set_index("id").loc[
+        "dep", "status"] == "holds"
+    with pytest.raises(ConfigError, match="requires \\['premise'\\], which must be listed"):
+        evaluate_claims([dependent, premise], tests)
 
 
 def test_one_evidence_type_built_from_a_bootstrap_or_an_exact_count():

@@ -403,6 +403,9 @@ class BootstrapResult:
         n_valid: resamples where both metrics were defined (e.g. TAR at a FAR the resample's
             negatives can measure); the interval and p-value use these.
         ci: confidence level of the interval.
+        se: bootstrap standard error, the standard deviation (ddof=1) of the valid bootstrap
+            differences; NaN when fewer than 2 are valid. Feed it to
+            :func:`~fkdlib.evaluation.uncertainty.minimum_detectable_effect` for power.
     """
 
     effect: float
@@ -412,6 +415,7 @@ class BootstrapResult:
     n_boot: int
     n_valid: int
     ci: float
+    se: float = float("nan")
 
     @property
     def excludes_zero(self) -> bool:
@@ -432,9 +436,10 @@ def _check_bootstrap_args(n_boot: int, ci: float) -> None:
 
 def _summarise(effect: float, differences: np.ndarray, n_boot: int, ci: float) -> BootstrapResult:
     valid = differences[np.isfinite(differences)]
+    se = float(np.std(valid, ddof=1)) if valid.size >= 2 else float("nan")
     if not math.isfinite(effect) or valid.size == 0:
         nan = float("nan")
-        return BootstrapResult(float(effect), nan, nan, nan, n_boot, int(valid.size), ci)
+        return BootstrapResult(float(effect), nan, nan, nan, n_boot, int(valid.size), ci, se)
     low, high = np.quantile(valid, [(1 - ci) / 2, (1 + ci) / 2])
     if effect > 0:
         other_side = np.mean(valid <= 0)
@@ -450,6 +455,7 @@ def _summarise(effect: float, differences: np.ndarray, n_boot: int, ci: float) -
         n_boot=int(n_boot),
         n_valid=int(valid.size),
         ci=float(ci),
+        se=se,
     )
 
 
@@ -468,6 +474,11 @@ def paired_bootstrap(
     same draw, so the pair-to-pair variation they share cancels in the difference. See the
     module docstring for the ``metric`` contract and :class:`BootstrapResult` for the
     interval (percentile) and p-value rules.
+
+    The pairs are treated as independent and each method as fixed: when many pairs share
+    identities, or the methods are single training runs, the interval is too narrow; use
+    :func:`~fkdlib.evaluation.uncertainty.hierarchical_bootstrap` to resample identities and
+    training seeds.
 
     Args:
         metric: e.g. :func:`roc_auc` or ``functools.partial(tar_at_far, far=1e-3)`` (the

@@ -23,10 +23,25 @@ is reported as ``|Δ| − margin`` with the interval of that quantity over Δ's 
 holds when Δ's whole interval lies inside ``(−margin, margin)``. When the interval is undefined
 (NaN, e.g. TAR at a FAR below what the number of pairs resolves) or ``assess=False`` (the smoke
 profile), the status is ``not assessed`` and the effect is still recorded.
+
+Three more rules make a verdict trustworthy:
+
+- **Power.** Each claim carries the minimum detectable effect (``mde``) of its test at 80%
+  power, from the interval's standard error
+  (:func:`~fkdlib.evaluation.uncertainty.minimum_detectable_effect`). A claim that is
+  ``not significant`` although the paper's own effect is smaller than the ``mde`` is
+  ``untestable at this scale``: this profile could not have seen the paper's effect. Where the
+  paper gives no effect size, ``not significant`` stands and the ``reason`` column says so.
+- **Training health.** A claim that compares a model failing the training-health gate
+  (:class:`~fkdlib.evaluation.health.HealthGate`) is ``not assessed``, the reason named.
+- **Premises.** A claim may require others (``requires``: ids of claims in the same list, e.g.
+  "the teacher is more compact than the student"); unless each of them holds, it is
+  ``not assessed``, the failed premise named.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -42,9 +57,11 @@ from .results import markdown_table
 
 DIRECTIONS = ("greater", "less", "no_greater", "equivalent")
 HOLDS, NOT_SIGNIFICANT, CONTRADICTED = "holds", "not significant", "contradicted"
-NOT_ASSESSED = "not assessed"
+UNTESTABLE, NOT_ASSESSED = "untestable at this scale", "not assessed"
+STATUSES = (HOLDS, CONTRADICTED, NOT_SIGNIFICANT, UNTESTABLE, NOT_ASSESSED)
 COLUMNS = ("id", "statement", "source", "status", "effect", "ci_low", "ci_high", "p_value",
-           "evidence", "metric", "direction", "n", "paper_effect")
+           "evidence", "metric", "direction", "n", "paper_effect", "mde", "seeds",
+           "identities", "reason")
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,10 @@ class Evidence:
         n: optional number of units resampled (pairs, probes, images).
         compared: what was compared, e.g. "ArcFace − Softmax, accuracy on lfw pairs".
         n_boot: optional number of bootstrap resamples behind the interval.
+        se: standard error of the effect (the bootstrap's standard deviation; 0 for exact
+            counts), from which the minimum detectable effect follows.
+        seeds: training seeds per model behind the effect.
+        identities: test identities resampled (the units of the interval).
     """
 
     effect: float
@@ -67,6 +88,9 @@ class Evidence:
     n: int | None = None
     compared: str = ""
     n_boot: int | None = None
+    se: float | None = None
+    seeds: int | None = None
+    identities: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("effect", "ci_low", "ci_high"):
@@ -78,15 +102,25 @@ class Evidence:
                               f"ci_high {self.ci_high})")
 
     @classmethod
-    def from_bootstrap(cls, result: Any, compared: str, n: int | None = None) -> Evidence:
+    def from_bootstrap(cls, result: Any, compared: str, n: int | None = None,
+                       seeds: int | None = None, identities: int | None = None) -> Evidence:
         """From a :class:`~fkdlib.evaluation.similarity.BootstrapResult`."""
+        se = getattr(result, "se", None)
         return cls(float(result.effect), float(result.ci_low), float(result.ci_high),
-                   float(result.p_value), n, compared, int(result.n_boot))
+                   float(result.p_value), n, compared, int(result.n_boot),
+                   None if se is None else float(se), seeds, identities)
 
     @classmethod
     def exact(cls, effect: float, compared: str) -> Evidence:
         """An exact difference (counts, not samples): the interval is the point itself."""
-        return cls(float(effect), float(effect), float(effect), compared=compared)
+        return cls(float(effect), float(effect), float(effect), compared=compared, se=0.0)
+
+    @property
+    def mde(self) -> float:
+        """Minimum detectable effect at 80% power (NaN without a standard error)."""
+        from ..evaluation.uncertainty import minimum_detectable_effect
+
+        return math.nan if self.se is None else minimum_detectable_effect(self.se)
 
 
 def verdict(direction: str, ci_low: float, ci_high: float) -> str:
@@ -136,6 +170,8 @@ class Claim:
         margin: the equivalence margin of an ``equivalent`` claim.
         paper_effect: the paper's own effect in the same units, where the paper gives one.
         paper_says: the paper's words, where we have them.
+        requires: ids of premise claims (in the same list) that must hold for this claim to
+            be assessed.
     """
 
     id: str
@@ -150,6 +186,7 @@ class Claim:
     margin: float | None = None
     paper_effect: float | None = None
     paper_says: str = ""
+    requires: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("id", "statement", "source", "metric", "test"):
@@ -175,6 +212,14 @@ class Claim:
         return self.test.partition(":")[2]
 
     @property
+    def models(self) -> tuple[str, ...]:
+        """Every model the claim compares (the members of a "best of" tuple included)."""
+        out: list[str] = []
+        for entry in self.compares:
+            out.extend([entry] if isinstance(entry, str) else list(entry))
+        return tuple(out)
+
+    @property
     def highest_is_best(self) -> bool:
         """Whether "the best of several models" is the one scoring highest (the rival a claim
         in this direction must beat)."""
@@ -196,6 +241,10 @@ class ClaimResult:
     p_value: float | None
     n: int | None
     evidence: str
+    mde: float = math.nan
+    seeds: int | None = None
+    identities: int | None = None
+    reason: str = ""
 
     def row(self) -> dict[str, Any]:
         claim, nan = self.claim, float("nan")
@@ -205,7 +254,13 @@ class ClaimResult:
                 "p_value": nan if self.p_value is None else self.p_value,
                 "evidence": self.evidence, "metric": claim.metric,
                 "direction": claim.direction, "n": self.n,
-                "paper_effect": nan if claim.paper_effect is None else claim.paper_effect}
+                "paper_effect": nan if claim.paper_effect is None else claim.paper_effect,
+                "mde": self.mde, "seeds": self.seeds, "identities": self.identities,
+                "reason": self.reason}
+
+    def not_assessed(self, reason: str) -> ClaimResult:
+        """This result with the status ``not assessed`` for ``reason`` (effect kept)."""
+        return dataclasses.replace(self, status=NOT_ASSESSED, reason=reason)
 
 
 def check_claim(claim: Claim, evidence: Evidence, assess: bool = True) -> ClaimResult:
@@ -218,7 +273,13 @@ def check_claim(claim: Claim, evidence: Evidence, assess: bool = True) -> ClaimR
     else:
         effect, low, high = (evidence.effect - claim.bound, evidence.ci_low - claim.bound,
                              evidence.ci_high - claim.bound)
-    status = verdict(claim.direction, low, high) if assess else NOT_ASSESSED
+    mde = evidence.mde
+    if math.isnan(low) or math.isnan(high):
+        status, reason = NOT_ASSESSED, "confidence interval undefined (NaN) at this sample size"
+    elif not assess:
+        status, reason = NOT_ASSESSED, "not assessed at this profile (too small for a verdict)"
+    else:
+        status, reason = _with_power(claim, verdict(claim.direction, low, high), mde)
     # a p-value tests "no difference"; it says nothing of a bound or an equivalence margin
     p_value = None if claim.bound or claim.direction == "equivalent" else evidence.p_value
     parts = [evidence.compared] if evidence.compared else []
@@ -231,11 +292,24 @@ def check_claim(claim: Claim, evidence: Evidence, assess: bool = True) -> ClaimR
         parts.append(f"n={evidence.n}")
     if evidence.n_boot is not None:
         parts.append(f"{evidence.n_boot} bootstrap resamples")
-    if math.isnan(low) or math.isnan(high):
-        parts.append("confidence interval undefined (NaN) at this sample size")
-    elif not assess:
-        parts.append("not assessed at this profile")
-    return ClaimResult(claim, status, effect, low, high, p_value, evidence.n, "; ".join(parts))
+    return ClaimResult(claim, status, effect, low, high, p_value, evidence.n, "; ".join(parts),
+                       mde, evidence.seeds, evidence.identities, reason)
+
+
+def _with_power(claim: Claim, status: str, mde: float) -> tuple[str, str]:
+    """A ``not significant`` verdict read against the test's power: ``untestable at this
+    scale`` when the paper's effect is below the minimum detectable effect, with the reason."""
+    if status != NOT_SIGNIFICANT or claim.direction == "equivalent" or math.isnan(mde):
+        return status, ""
+    if claim.paper_effect is None:
+        return status, ("the paper gives no effect size to set beside the smallest effect this "
+                        f"test detects at 80% power (MDE {mde:.3g})")
+    paper = abs(claim.paper_effect - claim.bound)
+    if paper < mde:
+        return UNTESTABLE, (f"the paper's effect {paper:.3g} is below the smallest effect this "
+                            f"test detects at 80% power (MDE {mde:.3g})")
+    return status, (f"the test could have seen the paper's effect {paper:.3g} (MDE {mde:.3g}) "
+                    "and did not")
 
 
 def check_unique(claims: Sequence[Claim]) -> None:
@@ -250,7 +324,8 @@ def check_unique(claims: Sequence[Claim]) -> None:
 
 
 def evaluate_claims(claims: Sequence[Claim], tests: Mapping[str, ClaimTest],
-                    assess: bool = True) -> pd.DataFrame:
+                    assess: bool = True,
+                    unhealthy: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Check every claim with its test; one row per claim with the columns of
     :data:`COLUMNS`.
 
@@ -260,18 +335,42 @@ def evaluate_claims(claims: Sequence[Claim], tests: Mapping[str, ClaimTest],
             :func:`fkdlib.report.evidence.face_tests` plus a paper's own.
         assess: ``False`` records the effects but gives every claim the status
             ``not assessed`` (the smoke profile is too small for a verdict).
+        unhealthy: model name -> why it failed the training-health gate
+            (:func:`fkdlib.evaluation.health.failed_models`); a claim comparing such a model
+            is ``not assessed``.
 
     Raises:
-        ConfigError: a claim names a test that ``tests`` lacks (before any test runs).
+        ConfigError: a claim names a test that ``tests`` lacks, or requires a claim that is
+            not listed before it (before any test runs).
     """
     check_unique(claims)
     unknown = sorted({c.test_name for c in claims} - set(tests))
     if unknown:
         raise ConfigError(f"no claim test named {', '.join(map(repr, unknown))}; available: "
                           f"{', '.join(sorted(tests)) or 'none'}")
-    rows = [check_claim(claim, tests[claim.test_name](claim), assess).row() for claim in claims]
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    frame["n"] = frame["n"].astype("Int64")
+    listed: set[str] = set()
+    for claim in claims:
+        missing = [premise for premise in claim.requires if premise not in listed]
+        if missing:
+            raise ConfigError(f"claim {claim.id!r} requires {missing}, which must be listed "
+                              "before it")
+        listed.add(claim.id)
+    unhealthy = dict(unhealthy or {})
+    results: dict[str, ClaimResult] = {}
+    for claim in claims:
+        result = check_claim(claim, tests[claim.test_name](claim), assess)
+        failed = [premise for premise in claim.requires if results[premise].status != HOLDS]
+        sick = [name for name in claim.models if name in unhealthy]
+        if failed and assess:
+            result = result.not_assessed("premise " + "; ".join(
+                f"{p!r} is {results[p].status}" for p in failed))
+        elif sick and assess:
+            result = result.not_assessed("; ".join(
+                f"{name} failed the training-health gate ({unhealthy[name]})" for name in sick))
+        results[claim.id] = result
+    frame = pd.DataFrame([r.row() for r in results.values()], columns=list(COLUMNS))
+    for column in ("n", "seeds", "identities"):
+        frame[column] = frame[column].astype("Int64")
     return frame
 
 
@@ -318,6 +417,6 @@ def rival(claim: Claim, score: Callable[[str], float] | None = None) -> str:
     return best_of(claim, list(second), score)
 
 
-__all__ = ["COLUMNS", "DIRECTIONS", "Claim", "ClaimResult", "ClaimTest", "Evidence",
+__all__ = ["COLUMNS", "DIRECTIONS", "STATUSES", "Claim", "ClaimResult", "ClaimTest", "Evidence",
            "best_of", "check_claim", "claims_beside_paper", "distance_beyond_margin",
            "evaluate_claims", "rival", "save_claims", "verdict"]
