@@ -47,3 +47,12 @@ def test_profile_passes_through_get_profile():
     profile = get_profile("smoke")
     assert get_profile(profile) is profile
     assert get_profile(profile, epochs=2).epochs == 2
+
+
+def test_protocol_sizes_are_a_scale_of_the_real_benchmarks():
+    fields = {f.name for f in dataclasses.fields(Profile)}
+    assert "protocol_scale" in fields and "verification_pairs_per_fold" not in fields
+    assert PROFILES["default"].protocol_scale == PROFILES["paper"].protocol_scale == 1.0
+    assert 0 < PROFILES["smoke"].protocol_scale < 0.05
+    assert PROFILES["default"].test_identities >= 1000
+    assert PROFILES["paper"].test_identities >= 1000

@@ -14,7 +14,9 @@ from fkdlib.data.synthface.protocols import (
     check_identity_disjoint,
     identification_split,
     ijb_pairs,
+    ijb_template_pairs,
     lfw_pairs,
+    split_templates,
 )
 from fkdlib.errors import ConfigError, DataFormatError
 
@@ -223,6 +225,93 @@ def test_ijb_pairs_errors():
         ijb_pairs(pd.DataFrame({"identity": [0, 1, 2]}))
     with pytest.raises(ConfigError, match="max_negatives"):
         ijb_pairs(make_meta(), max_negatives=0)
+
+
+def uneven_meta():
+    """Identities with 7, 4, 1, 6 and 2 images, rows interleaved, a non-default index."""
+    identity = np.repeat([3, 8, 11, 20, 21], [7, 4, 1, 6, 2])
+    meta = pd.DataFrame({"identity": identity})
+    meta = meta.sample(frac=1.0, random_state=5).reset_index(drop=True)
+    meta.index = meta.index * 3 + 1
+    return meta
+
+
+def test_split_templates_partitions_every_identity():
+    meta = uneven_meta()
+    labels = meta["identity"].to_numpy()
+    templates = split_templates(meta, templates_per_identity=2, seed=4)
+    # Every image in exactly one template.
+    np.testing.assert_array_equal(np.sort(templates.rows), np.arange(len(meta)))
+    assert templates.offsets[0] == 0 and templates.offsets[-1] == len(meta)
+    # Every template holds images of its identity only, rows ascending.
+    for t in range(templates.num_templates):
+        rows = templates.template_rows(t)
+        assert rows.size >= 1 and (np.diff(rows) > 0).all()
+        assert (labels[rows] == templates.identity[t]).all()
+    # Two templates of ~half the images each (one for the single-image identity), in
+    # identity order.
+    assert templates.identity.tolist() == [3, 3, 8, 8, 11, 20, 20, 21, 21]
+    assert templates.sizes.tolist() == [4, 3, 2, 2, 1, 3, 3, 1, 1]
+    again = split_templates(meta, templates_per_identity=2, seed=4)
+    np.testing.assert_array_equal(again.rows, templates.rows)
+    assert not np.array_equal(split_templates(meta, 2, seed=5).rows, templates.rows)
+    three = split_templates(meta, templates_per_identity=3, seed=0)
+    assert three.sizes.tolist() == [3, 2, 2, 2, 1, 1, 1, 2, 2, 2, 1, 1]
+    with pytest.raises(ConfigError, match="templates_per_identity"):
+        split_templates(meta, templates_per_identity=0)
+
+
+def test_template_pooling_is_the_renormalised_mean_of_normalised_embeddings():
+    meta = uneven_meta()
+    templates = split_templates(meta, templates_per_identity=2, seed=1)
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(len(meta), 5)) * rng.uniform(0.1, 10, size=(len(meta), 1))
+    pooled = templates.pool(embeddings)
+    assert pooled.shape == (templates.num_templates, 5)
+    for t in range(templates.num_templates):
+        members = [embeddings[r] / np.sqrt((embeddings[r] ** 2).sum())
+                   for r in templates.template_rows(t)]
+        mean = sum(members) / len(members)
+        np.testing.assert_allclose(pooled[t], mean / np.sqrt((mean ** 2).sum()), atol=1e-12)
+    with pytest.raises(ConfigError, match="embeddings"):
+        templates.pool(embeddings[:5])
+
+
+def test_ijb_template_pairs_lists_every_template_pair_once():
+    meta = uneven_meta()
+    protocol = ijb_template_pairs(meta, templates_per_identity=2, seed=3)
+    templates = protocol.templates
+    assert protocol.name == "ijb" and protocol.fold is None
+    assert protocol.num_templates == templates.num_templates == 9
+    # rows index templates; labels are each side's identity.
+    assert protocol.rows.min() >= 0 and protocol.rows.max() < 9
+    np.testing.assert_array_equal(protocol.labels, templates.identity[protocol.rows])
+    np.testing.assert_array_equal(protocol.issame, protocol.labels[0::2] == protocol.labels[1::2])
+    same, different = brute_force_pairs(templates.identity)
+    pairs = unordered(protocol)
+    assert {p for p, s in zip(pairs, protocol.issame) if s} == same
+    assert {p for p, s in zip(pairs, protocol.issame) if not s} == different
+    # 4 identities with two templates: 4 positives; C(9, 2) - 4 = 32 negatives.
+    assert (protocol.num_positive, protocol.num_negative) == (4, 32)
+    assert protocol.num_identities == 5
+    np.testing.assert_array_equal(ijb_template_pairs(meta, seed=3).rows, protocol.rows)
+
+
+def test_ijb_template_pairs_cap_the_negatives():
+    meta = make_meta(num_identities=30, per_identity=6)[["identity"]]
+    protocol = ijb_template_pairs(meta, templates_per_identity=2, max_negatives=500, seed=1)
+    identity = protocol.templates.identity
+    assert protocol.num_positive == 30 and protocol.num_negative == 500
+    negatives = [p for p, s in zip(unordered(protocol), protocol.issame) if not s]
+    assert len(set(negatives)) == 500
+    assert all(identity[i] != identity[j] for i, j in negatives)
+    assert (protocol.templates.sizes == 3).all()
+    everything = ijb_template_pairs(meta, max_negatives=10**9)
+    assert everything.num_negative == 60 * 59 // 2 - 30
+    with pytest.raises(ConfigError, match="0 positive"):
+        ijb_template_pairs(pd.DataFrame({"identity": [0, 1, 2]}))
+    with pytest.raises(ConfigError, match="max_negatives"):
+        ijb_template_pairs(meta, max_negatives=0)
 
 
 def test_identification_split_enrolls_k_images_per_identity():

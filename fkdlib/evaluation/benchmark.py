@@ -9,11 +9,15 @@ scores every protocol; :func:`evaluate_models` does it for a dict of trained mod
 difference between two models on the same pairs, the evidence of most claims.
 
 On SynthFace (``data="synthface"``) the benchmark is: a training split; a test split of
-identities disjoint from it on which the LFW-, CFP-FP-, AgeDB- and IJB-like pair lists are
-drawn (:mod:`fkdlib.data.synthface.protocols`); and a distractor set of further disjoint
-identities for MegaFace-like identification. On real data (``data="rec:/path"``) training reads
-the insightface ``train.rec`` and verification reads the ``lfw.bin`` / ``cfp_fp.bin`` /
-``agedb_30.bin`` files found beside it.
+identities disjoint from it on which the LFW-, CFP-FP- and AgeDB-like pair lists (the real
+benchmarks' sizes times the profile's ``protocol_scale``, :data:`REAL_PAIRS`) and the IJB-like
+template list are drawn (:mod:`fkdlib.data.synthface.protocols`); and a distractor set of
+further disjoint identities for MegaFace-like identification. On real data
+(``data="rec:/path"``) training reads the insightface ``train.rec`` and verification reads the
+``lfw.bin`` / ``cfp_fp.bin`` / ``agedb_30.bin`` files found beside it.
+
+TAR at a FAR is reported only where at least :data:`MIN_NEGATIVES_ABOVE` negatives lie above
+the threshold (:func:`reportable_fars`); elsewhere it is NaN.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from sklearn.metrics import roc_curve
 from ..data import parse_data_arg
 from ..data.synthface.protocols import (
     IdentificationSplit, PairProtocol, agedb_pairs, cfp_fp_pairs, check_identity_disjoint,
-    identification_split, ijb_pairs, lfw_pairs)
+    identification_split, ijb_template_pairs, lfw_pairs)
 from ..data.transforms import to_float_image
 from ..errors import ConfigError, MissingDataError
 from ..profiles import Profile, get_profile
@@ -48,6 +52,15 @@ PROTOCOL_LABELS = {"lfw": "LFW-like", "cfp_fp": "CFP-FP-like", "agedb": "AgeDB-l
                    "ijb": "IJB-like"}
 REAL_BINS = {"lfw": "lfw.bin", "cfp_fp": "cfp_fp.bin", "agedb": "agedb_30.bin"}
 FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+# Pairs in the real benchmarks, 10 identity-disjoint folds of half positive, half negative
+# pairs each: LFW View 2 (pairs.txt: 10 x (300 + 300), Huang et al. 2007), CFP's
+# frontal-profile protocol (Protocol/Split/FP: 10 x (350 + 350), Sengupta et al. 2016) and
+# AgeDB-30 (10 x (300 + 300), Moschoglou et al. 2017). A profile's ``protocol_scale`` takes
+# a fraction of them.
+REAL_PAIRS = {"lfw": 6000, "cfp_fp": 7000, "agedb": 6000}
+# A TAR at FAR f on N negatives rests on the f * N negatives the threshold lets through; it is
+# reported only when at least this many are (see reportable_fars), else it is NaN.
+MIN_NEGATIVES_ABOVE = 100
 # SynthFace draws yaw uniformly in [-max_yaw, max_yaw] and an age drift uniformly in
 # [-max_drift, max_drift] years per image. The CFP-FP-like "profile" side takes the top quarter
 # of the pose range (|yaw| >= 60 only at hard difficulty, as in CFP) and the "frontal" side the
@@ -56,8 +69,15 @@ FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 # to fill the folds.
 PROFILE_FRACTION = 0.75
 AGE_GAP_FRACTION = 0.75
-# Cap on IJB-like negatives: enough for FAR 1e-5 at the default profile, bounded memory.
-IJB_MAX_NEGATIVES = 400_000
+# IJB-like templates: every test identity's images split into this many disjoint templates
+# (two of ~half its images each: one genuine template pair per identity).
+IJB_TEMPLATES_PER_IDENTITY = 2
+# Cap on IJB-like negative template pairs (a seeded uniform subset of all of them; the
+# default profile's 2,000 templates have ~2 million). 200,000 puts 200 negatives above the
+# TAR@1e-3 threshold, twice MIN_NEGATIVES_ABOVE (1e-4 would need 1,000,000), while keeping
+# what scales with it small: 3.2 MB of pairs and 1.6 MB of scores per model, and the claims'
+# 2,000 paired-bootstrap resamples of TAR@1e-3 over ~200,000 pairs.
+IJB_MAX_NEGATIVES = 200_000
 # Pairs of one class that a stratified bootstrap keeps (see stratified_mean_bootstrap).
 MAX_BOOTSTRAP_PAIRS = 20_000
 
@@ -88,11 +108,71 @@ class FaceBenchmark:
     test_metadata: pd.DataFrame | None = None
 
     def describe(self) -> pd.DataFrame:
-        """One row per protocol: pairs, positives, negatives, lowest measurable FAR."""
-        rows = [{"protocol": v.label, "pool": v.pool, "pairs": v.protocol.num_pairs,
-                 "positive": v.protocol.num_positive, "negative": v.protocol.num_negative,
-                 "lowest FAR": v.protocol.min_far} for v in self.verification.values()]
-        return pd.DataFrame(rows)
+        """One row per protocol (the notebooks' ``protocols.csv``).
+
+        Columns: ``protocol`` (label), ``key``, ``pool``, ``folds`` (NA for all-pairs lists),
+        ``pairs``, ``positives``, ``negatives``, ``identities`` (distinct identities in the
+        list; NA where unknown, as in the real ``.bin`` files), ``templates`` (NA for image
+        pairs) and ``lowest reportable FAR`` (the lowest of :data:`FARS` that
+        :func:`reportable_fars` allows, NaN if none).
+        """
+        rows = []
+        for key, vset in self.verification.items():
+            protocol = vset.protocol
+            known = protocol.labels[protocol.labels >= 0] if np.issubdtype(
+                protocol.labels.dtype, np.number) else protocol.labels
+            fars = reportable_fars(protocol.num_negative)
+            rows.append({
+                "protocol": vset.label, "key": key, "pool": vset.pool,
+                "folds": (pd.NA if protocol.fold is None
+                          else int(np.unique(protocol.fold).size)),
+                "pairs": protocol.num_pairs, "positives": protocol.num_positive,
+                "negatives": protocol.num_negative,
+                "identities": int(np.unique(known).size) if known.size else pd.NA,
+                "templates": (pd.NA if protocol.templates is None
+                              else protocol.templates.num_templates),
+                "lowest reportable FAR": min(fars) if fars else float("nan"),
+            })
+        frame = pd.DataFrame(rows)
+        for column in ("folds", "identities", "templates"):
+            if column in frame:
+                frame[column] = frame[column].astype("Int64")
+        return frame
+
+
+def reportable_fars(num_negatives: int, fars: tuple[float, ...] = FARS) -> tuple[float, ...]:
+    """The FARs of ``fars`` at which a TAR on ``num_negatives`` negatives is reported: those
+    with at least :data:`MIN_NEGATIVES_ABOVE` negatives above the threshold,
+    ``far * num_negatives >= MIN_NEGATIVES_ABOVE`` (in ``fars``' order)."""
+    if isinstance(num_negatives, bool) or int(num_negatives) != num_negatives or num_negatives < 0:
+        raise ConfigError(f"num_negatives must be a non-negative integer, got {num_negatives!r}")
+    # The tolerance absorbs float error (1e-4 * 1e6 may be 99.99999999999999).
+    return tuple(far for far in fars
+                 if far * int(num_negatives) >= MIN_NEGATIVES_ABOVE * (1 - 1e-9))
+
+
+def lowest_reportable_far(evaluation: Evaluation, protocol: str) -> float:
+    """The lowest FAR with :data:`MIN_NEGATIVES_ABOVE` of the protocol's negatives above the
+    threshold (where a ROC curve of ``evaluation`` should start)."""
+    return MIN_NEGATIVES_ABOVE / max(1, evaluation.num_negatives(protocol))
+
+
+def protocol_pairs_per_fold(name: str, profile: Profile) -> int:
+    """Pairs per fold of the ``name`` list (a key of :data:`REAL_PAIRS`) at the profile: the
+    real benchmark's pairs times ``protocol_scale``, over ``verification_folds`` folds, each
+    half positive and half negative, rounded down, and at least one of each per fold."""
+    if name not in REAL_PAIRS:
+        raise ConfigError(f"no real size for protocol {name!r}; known: {sorted(REAL_PAIRS)}")
+    scale = profile.protocol_scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ConfigError(f"profile {profile.name!r}: protocol_scale must be a positive "
+                          f"number (fraction of the real benchmarks' sizes), got {scale!r}")
+    folds = profile.verification_folds
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 1:
+        raise ConfigError(f"profile {profile.name!r}: verification_folds must be a positive "
+                          f"integer, got {folds!r}")
+    half = int(np.floor(scale * REAL_PAIRS[name] / (2 * folds) + 1e-9))
+    return 2 * max(1, half)
 
 
 def synthface_data_spec(profile: Profile, split: str, seed: int, **overrides: Any) -> dict:
@@ -124,17 +204,19 @@ def _synthface_benchmark(profile: Profile, seed: int) -> FaceBenchmark:
     meta = test.metadata
     check_identity_disjoint(train_meta, meta, names=("train", "test"))
     check_identity_disjoint(meta, distractors.metadata, names=("test", "distractors"))
-    folds, per_fold = profile.verification_folds, profile.verification_pairs_per_fold
+    folds = profile.verification_folds
+    per_fold = {name: protocol_pairs_per_fold(name, profile) for name in REAL_PAIRS}
     difficulty = get_difficulty(profile.difficulty)
     protocols = {
-        "lfw": lfw_pairs(meta, folds=folds, pairs_per_fold=per_fold, seed=seed),
+        "lfw": lfw_pairs(meta, folds=folds, pairs_per_fold=per_fold["lfw"], seed=seed),
         "cfp_fp": cfp_fp_pairs(
-            meta, folds=folds, pairs_per_fold=per_fold, seed=seed,
+            meta, folds=folds, pairs_per_fold=per_fold["cfp_fp"], seed=seed,
             frontal_max_yaw=min(15.0, (1 - PROFILE_FRACTION) * difficulty.max_yaw),
             profile_min_yaw=min(60.0, PROFILE_FRACTION * difficulty.max_yaw)),
         "agedb": agedb_pairs(meta, min_age_gap=AGE_GAP_FRACTION * difficulty.max_age_drift,
-                             folds=folds, pairs_per_fold=per_fold, seed=seed),
-        "ijb": ijb_pairs(meta, max_negatives=IJB_MAX_NEGATIVES, seed=seed),
+                             folds=folds, pairs_per_fold=per_fold["agedb"], seed=seed),
+        "ijb": ijb_template_pairs(meta, templates_per_identity=IJB_TEMPLATES_PER_IDENTITY,
+                                  max_negatives=IJB_MAX_NEGATIVES, seed=seed),
     }
     verification = {name: VerificationSet(name, "test", p) for name, p in protocols.items()}
     ident = identification_split(meta, distractors.metadata, seed=seed)
@@ -153,16 +235,34 @@ def _real_benchmark(profile: Profile, seed: int, spec: dict) -> FaceBenchmark:
         if not path.exists():
             continue
         loaded = load_verification_bin(path, image_size=profile.resolution)
-        pools[name] = loaded.images
-        n = len(loaded.issame)
+        keep = _scaled_real_pairs(np.asarray(loaded.issame, bool), profile.verification_folds,
+                                  protocol_pairs_per_fold(name, profile) // 2)
+        n = keep.size
+        images = np.stack([2 * keep, 2 * keep + 1], axis=1).reshape(-1)
+        pools[name] = (loaded.images if n == len(loaded.issame)
+                       else loaded.images[torch.from_numpy(images)])
         fold = (np.arange(n) * profile.verification_folds) // n
-        protocol = PairProtocol(name, np.arange(2 * n), np.asarray(loaded.issame, bool),
+        protocol = PairProtocol(name, np.arange(2 * n), np.asarray(loaded.issame, bool)[keep],
                                 np.full(2 * n, -1), fold)
         verification[name] = VerificationSet(name, name, protocol)
     if not verification:
         raise MissingDataError(f"no verification file ({', '.join(REAL_BINS.values())}) found "
                                f"in {folder}; put the insightface .bin files beside train.rec")
     return FaceBenchmark(profile, seed, spec, pools, verification)
+
+
+def _scaled_real_pairs(issame: np.ndarray, folds: int, half: int) -> np.ndarray:
+    """Pairs of a real ``.bin`` list kept at the profile's ``protocol_scale``: within each of
+    the ``folds`` contiguous blocks (the insightface folds), the first ``half`` positive and
+    the first ``half`` negative pairs, in the file's order; all pairs when no fold has more."""
+    n = issame.size
+    fold = (np.arange(n) * folds) // n
+    keep = np.zeros(n, dtype=bool)
+    for f in range(folds):
+        block = fold == f
+        for label in (True, False):
+            keep[np.flatnonzero(block & (issame == label))[:half]] = True
+    return np.flatnonzero(keep)
 
 
 def face_benchmark(profile: str | Profile = "default", seed: int = 0,
@@ -200,13 +300,17 @@ class Evaluation:
         fpr, tpr, _ = roc_curve(self.issame[protocol], self.scores[protocol])
         return fpr, tpr
 
+    def num_negatives(self, protocol: str) -> int:
+        return int((~self.issame[protocol]).sum())
+
     def summary(self) -> dict[str, float]:
-        """One table row: 10-fold accuracies (%), IJB-like TAR at FAR, rank-1 (%)."""
+        """One table row: 10-fold accuracies (%), IJB-like TAR at the reportable FARs among
+        1e-4, 1e-3 and 1e-2 (:func:`reportable_fars`), rank-1 (%)."""
         row: dict[str, float] = {}
         for name, result in self.verification.items():
             row[f"{PROTOCOL_LABELS.get(name, name)} acc"] = 100 * result.accuracy_mean
-        for far in (1e-4, 1e-3, 1e-2):
-            if "ijb" in self.tar:
+        if "ijb" in self.tar:
+            for far in reportable_fars(self.num_negatives("ijb"), (1e-4, 1e-3, 1e-2)):
                 row[f"IJB-like TAR@{far:g}"] = self.tar["ijb"][far]
         if self.identification is not None:
             row["rank-1"] = 100 * self.identification.rank_accuracies[1]
@@ -231,10 +335,29 @@ def _scores(embeddings: np.ndarray, protocol: PairProtocol, chunk: int = 65536) 
     return np.clip(out, -1.0, 1.0)
 
 
+def protocol_embeddings(embeddings: np.ndarray, protocol: PairProtocol) -> np.ndarray:
+    """What a protocol's ``rows`` index: the pool's image embeddings, or for a template
+    protocol its template embeddings (:meth:`~fkdlib.data.synthface.protocols.Templates.pool`:
+    mean of the L2-normalised image embeddings, renormalised)."""
+    if protocol.templates is None:
+        return embeddings
+    return protocol.templates.pool(embeddings)
+
+
+def tar_at_reportable_fars(scores: np.ndarray, issame: np.ndarray,
+                           fars: tuple[float, ...] = FARS) -> dict[float, float]:
+    """TAR at every FAR of ``fars``; NaN at those :func:`reportable_fars` refuses."""
+    allowed = set(reportable_fars(int((~issame).sum()), fars))
+    return {far: float(tar_at_far(scores, issame, far=far)) if far in allowed else float("nan")
+            for far in fars}
+
+
 def evaluate(backbone: nn.Module, bench: FaceBenchmark, name: str = "",
              device: torch.device | str = "cpu", batch_size: int = 256) -> Evaluation:
     """Flip-test embeddings of every pool, then every protocol (insightface verification on
-    the folded lists; TAR at FAR on all lists; identification with distractors)."""
+    the folded lists; TAR at FAR on all lists, NaN where fewer than
+    :data:`MIN_NEGATIVES_ABOVE` negatives lie above the threshold; template lists scored on
+    pooled template embeddings; identification with distractors)."""
     embeddings = {
         pool: extract_embeddings(backbone, _pool_tensor(data), batch_size=batch_size,
                                  device=device).cpu().numpy().astype(np.float64)
@@ -243,13 +366,14 @@ def evaluate(backbone: nn.Module, bench: FaceBenchmark, name: str = "",
     verification, scores, issame, tar = {}, {}, {}, {}
     for key, vset in bench.verification.items():
         protocol = vset.protocol
-        emb = embeddings[vset.pool]
+        emb = protocol_embeddings(embeddings[vset.pool], protocol)
         scores[key] = _scores(emb, protocol)
         issame[key] = protocol.issame.astype(bool)
-        tar[key] = {far: float(tar_at_far(scores[key], issame[key], far=far)) for far in FARS}
+        tar[key] = tar_at_reportable_fars(scores[key], issame[key])
         if protocol.fold is not None:
-            verification[key] = evaluate_verification(emb[protocol.rows], protocol.issame,
-                                                      nrof_folds=bench.profile.verification_folds)
+            verification[key] = evaluate_verification(
+                emb[protocol.rows], protocol.issame, nrof_folds=bench.profile.verification_folds,
+                far_targets=reportable_fars(protocol.num_negative))
     identification = None
     if bench.identification is not None:
         split = bench.identification
@@ -349,8 +473,8 @@ def stratified_mean_bootstrap(a: Evaluation, b: Evaluation, protocol: str, posit
     A mean over one class of pairs depends only on that class, so resampling within it (a
     stratified bootstrap) measures the same thing as resampling every pair without drawing the
     other class each time. A class with more than ``max_pairs`` pairs (the IJB-like list's
-    ~400,000 negatives) is first reduced to a seeded uniform sample of ``max_pairs`` of them:
-    2,000 resamples of 400,000 pairs take ~40 s of CPU, while the sample's wider interval
+    200,000 negatives) is first reduced to a seeded uniform sample of ``max_pairs`` of them:
+    2,000 resamples of 200,000 pairs take ~20 s of CPU, while the sample's wider interval
     stays far inside the 0.05 margin the claims use (cosines with a standard deviation of 0.3
     have a mean of 20,000 with a standard error of 0.3/√20000 ≈ 0.002).
     """

@@ -7,21 +7,28 @@ DataFrame's index labels. Only the columns a protocol needs are required, so the
 functions serve SynthFace and real datasets (for example a folder dataset with an
 ``identity`` column only):
 
-========================  ===================================================
-protocol                  columns
-========================  ===================================================
-:func:`lfw_pairs`         ``identity``
-:func:`cfp_fp_pairs`      ``identity``, ``yaw``
-:func:`agedb_pairs`       ``identity``, ``age``
-:func:`ijb_pairs`         ``identity``
-identification split      ``identity`` (+ ``global_identity`` for the leak check)
-========================  ===================================================
+=========================  ===================================================
+protocol                   columns
+=========================  ===================================================
+:func:`lfw_pairs`          ``identity``
+:func:`cfp_fp_pairs`       ``identity``, ``yaw``
+:func:`agedb_pairs`        ``identity``, ``age``
+:func:`ijb_pairs`          ``identity``
+:func:`ijb_template_pairs` ``identity``
+identification split       ``identity`` (+ ``global_identity`` for the leak check)
+=========================  ===================================================
 
 Pairs follow the insightface ``.bin`` convention: a flat array of ``2N`` rows where pair ``k``
 is ``(rows[2k], rows[2k + 1])``. The 10-fold protocols put fold ``f`` in the contiguous block
 ``f`` of equal size, positives first, like LFW's ``pairs.txt``; so scikit-learn's
 ``KFold(n_splits=folds, shuffle=False)`` over pair indices - the insightface evaluation -
 reproduces exactly the protocol's identity-disjoint folds.
+
+A *template* protocol (:func:`ijb_template_pairs`, as IJB-B/C 1:1) compares sets of images:
+its :class:`Templates` lists which rows form each template, and its pair ``rows`` index
+templates instead of images. :meth:`Templates.pool` turns image embeddings into template
+embeddings (mean of the L2-normalised image embeddings, renormalised), which are then scored
+like image embeddings.
 
 When the requested sizes cannot be met the functions raise :class:`~fkdlib.errors.ConfigError`
 saying how many pairs were needed and found and what to change; they never return fewer.
@@ -59,6 +66,8 @@ class PairProtocol:
         labels: ``(2N,)`` identity labels of ``rows`` (the metadata's ``identity``).
         fold: ``(N,)`` int64 fold of each pair (identity-disjoint, contiguous, equal-size
             blocks), or ``None`` for all-pairs lists, which have no folds.
+        templates: ``None`` for image pairs; for a template protocol the templates, and then
+            ``rows`` index templates (``0 .. templates.num_templates - 1``), not images.
     """
 
     name: str
@@ -66,6 +75,7 @@ class PairProtocol:
     issame: np.ndarray
     labels: np.ndarray
     fold: np.ndarray | None
+    templates: Templates | None = None
 
     @property
     def num_pairs(self) -> int:
@@ -96,6 +106,72 @@ class PairProtocol:
     def second(self) -> np.ndarray:
         """Second row of every pair, ``rows[1::2]``."""
         return self.rows[1::2]
+
+    @property
+    def num_templates(self) -> int | None:
+        """Number of templates of a template protocol, ``None`` for image pairs."""
+        return None if self.templates is None else self.templates.num_templates
+
+    @property
+    def num_identities(self) -> int:
+        """Distinct identities appearing in the list (``labels``)."""
+        return int(np.unique(self.labels).size)
+
+
+# eq=False: fields hold arrays, whose == is elementwise, not a truth value.
+@dataclass(frozen=True, eq=False)
+class Templates:
+    """Disjoint sets of images of one identity each, in CSR form (IJB "templates").
+
+    Template ``t`` is the images ``rows[offsets[t]:offsets[t + 1]]`` (row positions into the
+    metadata, ascending) of identity ``identity[t]``.
+
+    Attributes:
+        rows: ``(R,)`` int64 image rows of every template, template after template.
+        offsets: ``(T + 1,)`` int64 start of each template in ``rows``; ``offsets[0] == 0``,
+            ``offsets[-1] == R``, strictly increasing (no template is empty).
+        identity: ``(T,)`` identity label of each template.
+    """
+
+    rows: np.ndarray
+    offsets: np.ndarray
+    identity: np.ndarray
+
+    @property
+    def num_templates(self) -> int:
+        """Number of templates T."""
+        return int(self.identity.size)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """``(T,)`` images per template."""
+        return np.diff(self.offsets)
+
+    def template_rows(self, template: int) -> np.ndarray:
+        """Image rows of one template."""
+        return self.rows[self.offsets[template]:self.offsets[template + 1]]
+
+    def pool(self, embeddings: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+        """Template embeddings ``(T, D)``: the mean of each template's L2-normalised image
+        embeddings, L2-normalised again (the usual IJB-B/C template feature, e.g. insightface's
+        ``IJB_11`` evaluation without its detector-score weights).
+
+        ``embeddings`` is ``(num_images, D)``, indexed by metadata row. A zero vector stays zero
+        (``eps`` guards the divisions).
+        """
+        emb = np.asarray(embeddings, dtype=np.float64)
+        if emb.ndim != 2:
+            raise ConfigError(f"Templates.pool: embeddings must be 2-D, got shape {emb.shape}")
+        if self.rows.size and self.rows.max() >= emb.shape[0]:
+            raise ConfigError(
+                f"Templates.pool: templates use row {int(self.rows.max())} but only "
+                f"{emb.shape[0]} embeddings were given"
+            )
+        images = emb[self.rows]
+        images = images / np.maximum(np.linalg.norm(images, axis=1, keepdims=True), eps)
+        sums = np.add.reduceat(images, self.offsets[:-1], axis=0)
+        means = sums / self.sizes[:, None]
+        return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), eps)
 
 
 # eq=False: fields hold arrays, whose == is elementwise, not a truth value.
@@ -516,25 +592,15 @@ def _decode_upper_triangle(linear: np.ndarray, n: int) -> tuple[np.ndarray, np.n
     return i, linear - row_starts[i] + i + 1
 
 
-def ijb_pairs(
-    meta: pd.DataFrame, max_negatives: int | None = None, seed: int = 0
-) -> PairProtocol:
-    """IJB-like all-pairs 1:1 verification list (Whitelam et al. 2017, IJB-B 1:1 protocol).
+def _all_pairs(
+    labels: np.ndarray, max_negatives: int | None, rng: np.random.Generator, what: str,
+    unit: str = "samples",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every same-label pair among ``labels`` and every different-label pair, or
+    ``max_negatives`` of those drawn uniformly without replacement, in a seeded random order.
 
-    IJB-B/C compare every template with every other and report TAR at FARs down to 1e-6; this
-    image-level analogue lists every same-identity pair and every different-identity pair among
-    the samples, or ``max_negatives`` negatives drawn uniformly without replacement. The
-    lowest FAR the list can measure is :attr:`PairProtocol.min_far` ``= 1 / num_negative``.
-    Pairs come in a seeded random order so that contiguous cross-validation blocks are random
-    subsets (they are *not* identity-disjoint). ``fold`` is ``None``. Requires ``identity``.
-
-    Raises:
-        ConfigError: no positive or no negative pair exists, ``max_negatives`` is not positive,
-            or the full list would exceed 50 million pairs without ``max_negatives``.
-        DataFormatError: a required column is missing.
+    Returns ``(rows, issame)`` in the flat ``.bin`` layout (``rows`` of length ``2N``).
     """
-    require_columns(meta, ["identity"], "ijb_pairs")
-    labels = meta["identity"].to_numpy()
     n = labels.size
     _, groups = _group_rows(labels)
     sizes = np.array([rows.size for rows in groups], dtype=np.int64)
@@ -543,26 +609,26 @@ def ijb_pairs(
     all_negatives = total - num_positive
     if num_positive == 0 or all_negatives == 0:
         raise ConfigError(
-            f"ijb_pairs: {n} samples of {sizes.size} identities give {num_positive} positive and "
-            f"{all_negatives} negative pairs; both must be > 0 (need an identity with 2+ images "
-            "and at least 2 identities)"
+            f"{what}: {n} {unit} of {sizes.size} identities give {num_positive} positive and "
+            f"{all_negatives} negative pairs; both must be > 0 (need an identity with 2+ "
+            f"{unit} and at least 2 identities)"
         )
     if max_negatives is not None and (
-        not isinstance(max_negatives, (int, np.integer)) or max_negatives < 1
+        isinstance(max_negatives, bool)
+        or not isinstance(max_negatives, (int, np.integer)) or max_negatives < 1
     ):
         raise ConfigError(
-            f"ijb_pairs: max_negatives must be a positive integer or None, got {max_negatives!r}"
+            f"{what}: max_negatives must be a positive integer or None, got {max_negatives!r}"
         )
     wanted = all_negatives if max_negatives is None else min(int(max_negatives), all_negatives)
     if num_positive + wanted > _MAX_ALL_PAIRS:
         raise ConfigError(
-            f"ijb_pairs: {num_positive + wanted} pairs requested ({all_negatives} negatives "
+            f"{what}: {num_positive + wanted} pairs requested ({all_negatives} negatives "
             f"exist); pass max_negatives (at most {_MAX_ALL_PAIRS - num_positive})"
         )
-    rng = np.random.default_rng(seed)
 
     everyone = np.ones(n, dtype=bool)
-    rule = _PairRule(description="any two images", first_ok=everyone, second_ok=everyone,
+    rule = _PairRule(description="any two", first_ok=everyone, second_ok=everyone,
                      symmetric=True, constraint=None, remedy="")
     positives = [_positive_candidates(rows, rule, labels) for rows in groups]
     pos_first = np.concatenate([first for first, _ in positives])
@@ -584,8 +650,109 @@ def ijb_pairs(
     issame = np.concatenate([np.ones(pos_first.size, bool), np.zeros(neg_first.size, bool)])
     order = rng.permutation(issame.size)
     rows = np.stack([first[order], second[order]], axis=1).reshape(-1).astype(np.int64)
-    return PairProtocol(name="ijb", rows=rows, issame=issame[order], labels=labels[rows],
-                        fold=None)
+    return rows, issame[order]
+
+
+def ijb_pairs(
+    meta: pd.DataFrame, max_negatives: int | None = None, seed: int = 0
+) -> PairProtocol:
+    """IJB-like all-pairs 1:1 verification list of single *images* (see
+    :func:`ijb_template_pairs` for the template protocol the benchmark uses).
+
+    IJB-B/C compare every template with every other and report TAR at FARs down to 1e-6; this
+    image-level analogue lists every same-identity pair and every different-identity pair among
+    the samples, or ``max_negatives`` negatives drawn uniformly without replacement. The
+    lowest FAR the list can measure is :attr:`PairProtocol.min_far` ``= 1 / num_negative``.
+    Pairs come in a seeded random order so that contiguous cross-validation blocks are random
+    subsets (they are *not* identity-disjoint). ``fold`` is ``None``. Requires ``identity``.
+
+    Raises:
+        ConfigError: no positive or no negative pair exists, ``max_negatives`` is not positive,
+            or the full list would exceed 50 million pairs without ``max_negatives``.
+        DataFormatError: a required column is missing.
+    """
+    require_columns(meta, ["identity"], "ijb_pairs")
+    labels = meta["identity"].to_numpy()
+    rows, issame = _all_pairs(labels, max_negatives, np.random.default_rng(seed), "ijb_pairs")
+    return PairProtocol(name="ijb", rows=rows, issame=issame, labels=labels[rows], fold=None)
+
+
+def split_templates(
+    meta: pd.DataFrame, templates_per_identity: int = 2, seed: int = 0
+) -> Templates:
+    """Split every identity's images into ``templates_per_identity`` disjoint templates.
+
+    Each identity's rows are shuffled with ``seed`` and cut into ``templates_per_identity``
+    parts whose sizes differ by at most one (``numpy.array_split``); an identity with fewer
+    images gets one single-image template per image. Every image is in exactly one template.
+    Templates are listed identity by identity (identities in ascending order), their rows
+    ascending. Requires ``identity``.
+
+    Raises:
+        ConfigError: ``templates_per_identity`` is not a positive integer.
+        DataFormatError: a required column is missing.
+    """
+    require_columns(meta, ["identity"], "split_templates")
+    if (
+        isinstance(templates_per_identity, bool)
+        or not isinstance(templates_per_identity, (int, np.integer))
+        or templates_per_identity < 1
+    ):
+        raise ConfigError(
+            "split_templates: templates_per_identity must be a positive integer, got "
+            f"{templates_per_identity!r}"
+        )
+    labels = meta["identity"].to_numpy()
+    identities, groups = _group_rows(labels)
+    rng = np.random.default_rng(seed)
+    parts, identity = [], []
+    for label, rows in zip(identities, groups):
+        shuffled = rng.permutation(rows)
+        for part in np.array_split(shuffled, min(int(templates_per_identity), rows.size)):
+            parts.append(np.sort(part))
+            identity.append(label)
+    sizes = np.array([part.size for part in parts], dtype=np.int64)
+    return Templates(
+        rows=np.concatenate(parts).astype(np.int64),
+        offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        identity=np.asarray(identity, dtype=labels.dtype),
+    )
+
+
+def ijb_template_pairs(
+    meta: pd.DataFrame,
+    templates_per_identity: int = 2,
+    max_negatives: int | None = None,
+    seed: int = 0,
+) -> PairProtocol:
+    """IJB-like 1:1 verification of templates (Whitelam et al. 2017, IJB-B; Maze et al. 2018,
+    IJB-C).
+
+    IJB-B/C compare *templates*, each a set of images of one subject pooled into one feature,
+    and report TAR at FARs down to 1e-6 over every genuine and (a large set of) impostor
+    template pairs. Here every identity's images are split into ``templates_per_identity``
+    disjoint templates of about equal size (:func:`split_templates`, seeded); the positives
+    are every pair of templates of one identity (``C(templates_per_identity, 2)`` per
+    identity) and the negatives every pair of templates of different identities, or
+    ``max_negatives`` of them drawn uniformly without replacement. Pairs come in a seeded
+    random order; ``fold`` is ``None``.
+
+    The result's ``rows`` index :attr:`PairProtocol.templates` (not images) and ``labels`` is
+    the identity of each side; score it on :meth:`Templates.pool` of the image embeddings.
+    Requires ``identity``.
+
+    Raises:
+        ConfigError: no positive or no negative template pair exists (an identity needs 2+
+            images), ``templates_per_identity`` or ``max_negatives`` is not a positive integer.
+        DataFormatError: a required column is missing.
+    """
+    require_columns(meta, ["identity"], "ijb_template_pairs")
+    rng = np.random.default_rng(seed)
+    templates = split_templates(meta, templates_per_identity, seed=int(rng.integers(2**31)))
+    rows, issame = _all_pairs(templates.identity, max_negatives, rng, "ijb_template_pairs",
+                              unit="templates")
+    return PairProtocol(name="ijb", rows=rows, issame=issame,
+                        labels=templates.identity[rows], fold=None, templates=templates)
 
 
 def identification_split(
