@@ -1,7 +1,6 @@
 """Notebook 04 (ICD-Face) experiment logic: specs, tables, claim wiring and figures, on tiny
 hand-made evaluations with known answers."""
 
-import math
 from functools import partial
 
 import matplotlib.pyplot as plt

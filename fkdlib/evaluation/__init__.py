@@ -9,7 +9,11 @@ from fkdlib.evaluation.benchmark import (
 from fkdlib.evaluation.classification import (
     ClassificationEvaluation, fitted_l2, label_cross_entropy, model_outputs, teacher_kl)
 from fkdlib.evaluation.clustering import (
-    ClusterAnalysis, kmeans, nmi_bootstrap, purity, sinkhorn_knopp)
+    ClusterAnalysis, cluster_embeddings, cluster_quality, kmeans, nmi_bootstrap, purity,
+    sinkhorn_knopp)
+from fkdlib.evaluation.health import HealthGate, model_health, training_health
+from fkdlib.evaluation.uncertainty import (
+    hierarchical_bootstrap, identity_weights, minimum_detectable_effect)
 from fkdlib.evaluation.latency import measure_latency
 from fkdlib.evaluation.complexity import count_flops, count_parameters, profile_model
 from fkdlib.evaluation.embed import extract_embeddings, pair_embeddings
@@ -41,6 +45,14 @@ __all__ = [
     "PROTOCOL_LABELS",
     "ClassificationEvaluation",
     "ClusterAnalysis",
+    "HealthGate",
+    "cluster_embeddings",
+    "cluster_quality",
+    "hierarchical_bootstrap",
+    "identity_weights",
+    "minimum_detectable_effect",
+    "model_health",
+    "training_health",
     "Evaluation",
     "FaceBenchmark",
     "compare",

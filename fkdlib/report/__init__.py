@@ -3,6 +3,7 @@
 from .claims import Claim, ClaimResult, Evidence, evaluate_claims, save_claims
 from .figures import (
     method_color,
+    plot_cluster_quality,
     plot_embedding_2d,
     plot_roc,
     plot_similarity_distributions,
@@ -18,7 +19,7 @@ from .results import markdown_table, save_table, side_by_side
 
 __all__ = [
     "Claim", "ClaimResult", "Evidence", "evaluate_claims", "list_references", "load_reference",
-    "markdown_table", "method_color", "plot_embedding_2d", "plot_roc",
+    "markdown_table", "method_color", "plot_cluster_quality", "plot_embedding_2d", "plot_roc",
     "plot_similarity_distributions", "projection_grid", "reference_table", "roc_figure",
     "save_claims", "save_figure", "save_table", "side_by_side", "similarity_grid",
     "style_context", "use_style",

@@ -393,3 +393,104 @@ def roc_figure(curves: Mapping[str, tuple[Any, Any]],
     if title:
         ax.set_title(title)
     return fig
+
+
+#: Markers of the clustering methods in :func:`plot_cluster_quality` (others cycle below).
+_CLUSTER_METHOD_MARKERS = {"kmeans": "o", "agglomerative": "s"}
+_EXTRA_MARKERS = ("^", "D", "v", "P", "X")
+_CLUSTER_METHOD_NAMES = {"kmeans": "k-means", "agglomerative": "agglomerative (Ward)"}
+_CLUSTER_METRIC_NAMES = {"ami": "AMI", "purity": "purity"}
+
+
+def plot_cluster_quality(table: Any, metric: str = "ami", ax: Axes | None = None,
+                         colors: Mapping[str, str] | None = None,
+                         title: str | None = None) -> Figure:
+    """Dot-and-whisker plot of a :func:`~fkdlib.evaluation.clustering.cluster_quality` table.
+
+    One group per target along x (in the table's order; the tick label names the target and
+    its cluster count ``k``), one point per model and clustering method with its bootstrap
+    interval as a whisker: models told apart by colour (:func:`method_color`, ``colors``
+    overrides it), methods by marker (k-means ``o``, agglomerative ``s``). ``metric`` is
+    ``"ami"`` or ``"purity"``; y runs from 0 to 1 (lower if an interval dips below 0). A
+    missing interval (``n_boot=0``) draws the point alone. ``title`` defaults to one naming
+    the metric. Draws on ``ax`` when given, else on a new figure; returns the figure.
+    """
+    if metric not in _CLUSTER_METRIC_NAMES:
+        raise ValueError(f"metric must be 'ami' or 'purity', got {metric!r}")
+    needed = ["model", "method", "target", metric, f"{metric}_ci_low", f"{metric}_ci_high"]
+    missing = [column for column in needed if column not in getattr(table, "columns", ())]
+    if missing:
+        raise ValueError(f"table lacks the columns {missing}; pass the DataFrame that "
+                         "fkdlib.evaluation.clustering.cluster_quality returns")
+    if len(table) == 0:
+        raise ValueError("the table has no rows to plot")
+    if table.duplicated(["model", "method", "target"]).any():
+        raise ValueError("the table has several rows for one (model, method, target)")
+    values = table[metric].to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"the table's {metric} column holds NaN or infinite values")
+    models = list(dict.fromkeys(table["model"]))
+    methods = list(dict.fromkeys(table["method"]))
+    targets = list(dict.fromkeys(table["target"]))
+    markers = {method: _CLUSTER_METHOD_MARKERS.get(method, _EXTRA_MARKERS[i % len(_EXTRA_MARKERS)])
+               for i, method in enumerate(methods)}
+    series = [(model, method) for model in models for method in methods]
+    if ax is None:
+        width = min(14.0, max(5.5, 2.4 + len(targets) * max(0.9, 0.11 * len(series))))
+        fig, ax = plt.subplots(figsize=(width, 4.0), layout="constrained")
+    else:
+        fig = ax.figure
+    step = min(0.8 / len(series), 0.2)
+    rows = {(r.model, r.method, r.target): r for r in table.itertuples(index=False)}
+    for index, (model, method) in enumerate(series):
+        chosen = [(t, rows[(model, method, targets[t])]) for t in range(len(targets))
+                  if (model, method, targets[t]) in rows]
+        if not chosen:
+            continue
+        x = np.array([t for t, _ in chosen]) + (index - (len(series) - 1) / 2) * step
+        y = np.array([getattr(row, metric) for _, row in chosen], dtype=np.float64)
+        low = np.array([getattr(row, f"{metric}_ci_low") for _, row in chosen], dtype=np.float64)
+        high = np.array([getattr(row, f"{metric}_ci_high") for _, row in chosen],
+                        dtype=np.float64)
+        yerr = np.nan_to_num(np.vstack([y - low, high - y]), nan=0.0).clip(min=0.0)
+        color = method_color(model, colors)
+        hollow = len(methods) > 1 and methods.index(method) % 2 == 1
+        ax.errorbar(x, y, yerr=yerr, fmt=markers[method], color=color, markersize=6.5,
+                    markerfacecolor="white" if hollow else color, markeredgewidth=1.5,
+                    elinewidth=1.6, capsize=2.5, linestyle="none", label=f"{model} · {method}")
+    for t in range(1, len(targets), 2):  # faint bands tell the target groups apart
+        ax.axvspan(t - 0.5, t + 0.5, color="#F2F2F2", zorder=0, linewidth=0)
+    clusters = {}
+    if "clusters" in table.columns:
+        for target, k in zip(table["target"], table["clusters"]):
+            clusters.setdefault(target, k)
+    ax.set_xticks(range(len(targets)))
+    ax.set_xticklabels([str(t).replace("_", " ") + (f"\nk = {clusters[t]}" if t in clusters
+                                                     else "") for t in targets])
+    ax.set_xlim(-0.5, len(targets) - 0.5)
+    ax.xaxis.grid(False)
+    lowest = np.nanmin(np.r_[values, table[f"{metric}_ci_low"].to_numpy(dtype=np.float64)])
+    ax.set_ylim(min(0.0, np.floor(lowest * 20) / 20), 1.02)
+    ax.set_ylabel(_CLUSTER_METRIC_NAMES[metric])
+    ax.set_xlabel("target the clusters are scored against")
+    name = _CLUSTER_METRIC_NAMES[metric]
+    ax.set_title(title if title is not None else
+                 f"Cluster {name} of the embeddings, with identity-bootstrap intervals")
+    # one legend in two sections, models (colour) then clustering methods (marker), each under
+    # a bold heading; the method markers are dark grey, no model's colour
+    blank = Line2D([], [], linestyle="none")
+    handles = [blank] + [Line2D([], [], linestyle="none", marker="o", markersize=7,
+                                color=method_color(m, colors)) for m in models]
+    names = ["model"] + [str(m) for m in models]
+    if len(methods) > 1:
+        handles += [blank] + [Line2D([], [], linestyle="none", marker=markers[m], markersize=7,
+                                     color="0.25", markeredgewidth=1.5,
+                                     markerfacecolor="white" if i % 2 else "0.25")
+                              for i, m in enumerate(methods)]
+        names += ["clustering"] + [_CLUSTER_METHOD_NAMES.get(m, str(m)) for m in methods]
+    legend = ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                       borderaxespad=0, handletextpad=0.4)
+    for text, handle in zip(legend.get_texts(), handles):
+        if handle is blank:
+            text.set_fontweight("bold")
+    return fig
