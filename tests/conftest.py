@@ -73,16 +73,19 @@ def count_head_calls(head):
 
 
 def pair_evaluation(name, positive, negative, embeddings=None, protocol="ijb",
-                    fars=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), clip=True):
+                    fars=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), clip=True, identities=None):
     """An Evaluation holding one protocol of positive then negative pair scores (clipped to
-    [-1, 1] unless ``clip`` is False) with its TAR at ``fars``, and ``embeddings`` as the test
-    pool (default: none)."""
+    [-1, 1] unless ``clip`` is False) with its TAR at ``fars``, ``embeddings`` as the test
+    pool (default: none) and ``identities``, the (first, second) identities of the pairs
+    (default: unknown, each pair its own resampling unit)."""
     scores = np.concatenate([positive, negative])
     scores = np.clip(scores, -1, 1) if clip else scores
     issame = np.r_[np.ones(len(positive), bool), np.zeros(len(negative), bool)]
     tar = {far: float(tar_at_far(scores, issame, far=far)) for far in fars}
     pools = {} if embeddings is None else {"test": embeddings}
-    return Evaluation(name, {}, {protocol: scores}, {protocol: issame}, {protocol: tar}, pools)
+    known = {} if identities is None else {protocol: identities}
+    return Evaluation(name, {}, {protocol: scores}, {protocol: issame}, {protocol: tar}, pools,
+                      identities=known)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import pytest
 from conftest import pair_evaluation
 
 from fkdlib.errors import ConfigError
-from fkdlib.evaluation.benchmark import closeness_bootstrap, stratified_mean_bootstrap
+from fkdlib.evaluation.comparisons import closeness_bootstrap, stratified_mean_bootstrap
 
 _evaluation = partial(pair_evaluation, clip=False)
 
@@ -54,3 +54,35 @@ def test_closeness_is_the_change_in_distance_to_the_reference():
     assert result.effect == pytest.approx(abs(differences.mean()) - 0.1)
     assert result.ci_low <= result.effect <= result.ci_high
 
+
+
+def _clustered(name, rng, identity_effect, people=40, per_person=10):
+    """Positive pairs whose scores share an identity-level offset, their identities known."""
+    person = np.repeat(np.arange(people), per_person)
+    pos = 0.6 + identity_effect[person] + rng.normal(0, 0.02, person.size)
+    neg_first = rng.integers(0, people, 400)
+    neg_second = (neg_first + 1 + rng.integers(0, people - 1, 400)) % people
+    neg = rng.normal(0.0, 0.1, 400)
+    ids = (np.r_[person, neg_first], np.r_[person, neg_second])
+    return _evaluation(name, pos, neg, identities=ids)
+
+
+def test_compare_resamples_seeds_and_identities():
+    from fkdlib.evaluation.comparisons import compare, count_identities, pair_identities
+
+    rng = np.random.default_rng(5)
+    runs_a = [_clustered("a", rng, rng.normal(0, 0.05, 40)) for _ in range(3)]
+    runs_b = [_clustered("b", rng, rng.normal(0, 0.05, 40)) for _ in range(3)]
+    result = compare(runs_a, runs_b, "ijb", "mean_positive", n_boot=300)
+    expected = (np.mean([r.positives("ijb").mean() for r in runs_a])
+                - np.mean([r.positives("ijb").mean() for r in runs_b]))
+    assert result.effect == pytest.approx(expected)
+    # the same scores with the identities forgotten: pairs resampled one by one
+    forget = [_evaluation(r.name, r.positives("ijb"), r.negatives("ijb")) for r in runs_a[:1]]
+    forget_b = [_evaluation(r.name, r.positives("ijb"), r.negatives("ijb")) for r in runs_b[:1]]
+    pairwise = compare(forget, forget_b, "ijb", "mean_positive", n_boot=300)
+    clustered = compare(runs_a[:1], runs_b[:1], "ijb", "mean_positive", n_boot=300)
+    # identity-level offsets make the identity interval several times wider
+    assert clustered.se > 2 * pairwise.se
+    assert count_identities(pair_identities(runs_a[0], "ijb")) == 40
+    assert count_identities(pair_identities(forget[0], "ijb")) == 800

@@ -260,3 +260,29 @@ def test_smoke_profile_lists_are_small_but_complete():
     ijb = bench.verification["ijb"].protocol
     assert (ijb.num_templates, ijb.num_positive, ijb.num_negative) == (60, 30, 1740)
     assert frame.loc["ijb", "lowest reportable FAR"] == pytest.approx(0.1)
+
+
+def test_evaluate_records_the_pairs_identities_and_runs_average_over_seeds():
+    bench = tiny_bench(num_identities=30, per_identity=4)
+    ev = evaluate(MeanPool(4), bench, name="m")
+    for key, vset in bench.verification.items():
+        first, second = ev.identities[key]
+        protocol = vset.protocol
+        np.testing.assert_array_equal(first, protocol.labels[0::2])
+        np.testing.assert_array_equal(second, protocol.labels[1::2])
+        np.testing.assert_array_equal(first == second, protocol.issame)
+
+    class Trained:
+        def __init__(self, scale):
+            self.backbone = MeanPool(4)
+            self.scale = scale
+
+    runs = B.evaluate_seeds({"m": [Trained(1), Trained(2)]}, bench)
+    assert len(runs["m"]) == 2 and B.first_seed(runs)["m"] is runs["m"][0]
+    table = B.summary_table(runs)
+    rows = [r.summary() for r in runs["m"]]
+    for column in rows[0]:
+        assert table.loc["m", column] == pytest.approx(np.mean([r[column] for r in rows]))
+    assert table.loc["m", "seeds"] == 2
+    single = B.summary_table({"m": runs["m"][0]})
+    assert "seeds" not in single.columns

@@ -4,10 +4,12 @@ benchmark that ties data, protocols, embeddings, metrics and paired comparisons 
 (:mod:`.benchmark`). (UMAP is imported only when asked for.)"""
 
 from fkdlib.evaluation.benchmark import (
-    PROTOCOL_LABELS, Evaluation, FaceBenchmark, compare, evaluate, evaluate_models,
-    face_benchmark, summary_table)
+    PROTOCOL_LABELS, Evaluation, FaceBenchmark, evaluate, evaluate_models, evaluate_seeds,
+    face_benchmark, first_seed, summary_table)
 from fkdlib.evaluation.classification import (
     ClassificationEvaluation, fitted_l2, label_cross_entropy, model_outputs, teacher_kl)
+from fkdlib.evaluation.comparisons import (
+    closeness_bootstrap, compare, metric_function, stratified_mean_bootstrap)
 from fkdlib.evaluation.clustering import (
     ClusterAnalysis, cluster_embeddings, cluster_quality, kmeans, nmi_bootstrap, purity,
     sinkhorn_knopp)
@@ -55,7 +57,12 @@ __all__ = [
     "training_health",
     "Evaluation",
     "FaceBenchmark",
+    "closeness_bootstrap",
     "compare",
+    "evaluate_seeds",
+    "first_seed",
+    "metric_function",
+    "stratified_mean_bootstrap",
     "evaluate",
     "evaluate_models",
     "face_benchmark",

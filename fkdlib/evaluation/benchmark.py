@@ -3,10 +3,10 @@ comparisons.
 
 :func:`face_benchmark` builds the training-data spec and the evaluation protocols for a profile;
 :func:`evaluate` embeds every image pool of the benchmark with one backbone (flip test) and
-scores every protocol; :func:`evaluate_models` does it for a dict of trained models;
-:func:`summary_table` gives one row per model; :func:`compare` and its variants
-(:func:`stratified_mean_bootstrap`, :func:`closeness_bootstrap`) give paired bootstraps of the
-difference between two models on the same pairs, the evidence of most claims.
+scores every protocol; :func:`evaluate_models` does it for a dict of trained models and
+:func:`evaluate_seeds` for every training run of each; :func:`summary_table` gives one row per
+model (the mean over its runs). The comparisons of two models, the evidence of most claims,
+are in :mod:`fkdlib.evaluation.comparisons`.
 
 On SynthFace (``data="synthface"``) the benchmark is: a training split; a test split of
 identities disjoint from it on which the LFW-, CFP-FP- and AgeDB-like pair lists (the real
@@ -22,9 +22,8 @@ the threshold (:func:`reportable_fars`); elsewhere it is NaN.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +43,7 @@ from ..profiles import Profile, get_profile
 from .embed import extract_embeddings
 from .identification import IdentificationResult, evaluate_identification
 from .similarity import (
-    BootstrapResult, best_threshold_accuracy, d_prime, mean_negative_similarity,
-    mean_positive_similarity, paired_bootstrap, roc_auc, tar_at_far)
+    tar_at_far)
 from .verification import VerificationResult, evaluate_verification
 
 PROTOCOL_LABELS = {"lfw": "LFW-like", "cfp_fp": "CFP-FP-like", "agedb": "AgeDB-like",
@@ -78,8 +76,6 @@ IJB_TEMPLATES_PER_IDENTITY = 2
 # what scales with it small: 3.2 MB of pairs and 1.6 MB of scores per model, and the claims'
 # 2,000 paired-bootstrap resamples of TAR@1e-3 over ~200,000 pairs.
 IJB_MAX_NEGATIVES = 200_000
-# Pairs of one class that a stratified bootstrap keeps (see stratified_mean_bootstrap).
-MAX_BOOTSTRAP_PAIRS = 20_000
 
 
 @dataclass
@@ -289,6 +285,9 @@ class Evaluation:
     tar: dict[str, dict[float, float]]
     embeddings: dict[str, np.ndarray] = field(repr=False)
     identification: IdentificationResult | None = None
+    # protocol -> (first, second) identity of each pair's two sides (-1: unknown)
+    identities: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict,
+                                                                 repr=False)
 
     def positives(self, protocol: str) -> np.ndarray:
         return self.scores[protocol][self.issame[protocol]]
@@ -363,12 +362,13 @@ def evaluate(backbone: nn.Module, bench: FaceBenchmark, name: str = "",
                                  device=device).cpu().numpy().astype(np.float64)
         for pool, data in bench.pools.items()
     }
-    verification, scores, issame, tar = {}, {}, {}, {}
+    verification, scores, issame, tar, identities = {}, {}, {}, {}, {}
     for key, vset in bench.verification.items():
         protocol = vset.protocol
         emb = protocol_embeddings(embeddings[vset.pool], protocol)
         scores[key] = _scores(emb, protocol)
         issame[key] = protocol.issame.astype(bool)
+        identities[key] = (np.asarray(protocol.labels[0::2]), np.asarray(protocol.labels[1::2]))
         tar[key] = tar_at_reportable_fars(scores[key], issame[key])
         if protocol.fold is not None:
             verification[key] = evaluate_verification(
@@ -382,7 +382,7 @@ def evaluate(backbone: nn.Module, bench: FaceBenchmark, name: str = "",
             test[split.gallery_rows], split.gallery_labels, test[split.probe_rows],
             split.probe_labels, distractor_emb=embeddings["distractors"][split.distractor_rows])
     return Evaluation(name or getattr(backbone, "name", "model"), verification, scores, issame,
-                      tar, embeddings, identification)
+                      tar, embeddings, identification, identities)
 
 
 def evaluate_models(models: Mapping[str, Any], bench: FaceBenchmark,
@@ -390,6 +390,25 @@ def evaluate_models(models: Mapping[str, Any], bench: FaceBenchmark,
     """:func:`evaluate` for every trained model (anything with a ``backbone``), keyed alike."""
     return {name: evaluate(model.backbone, bench, name=name, device=device)
             for name, model in models.items()}
+
+
+def evaluate_seeds(models: Mapping[str, Sequence[Any]], bench: FaceBenchmark,
+                   device: torch.device | str = "cpu") -> dict[str, list[Evaluation]]:
+    """:func:`evaluate` for every training run of every model
+    (:func:`fkdlib.zoo.train_seeds`): ``{name: [Evaluation of seed 0, ...]}``."""
+    return {name: [evaluate(model.backbone, bench, name=name, device=device)
+                   for model in runs]
+            for name, runs in models.items()}
+
+
+def first_seed(evaluations: Mapping[str, Sequence[Evaluation]]) -> dict[str, Evaluation]:
+    """The first run of every model: what a figure of one run shows."""
+    return {name: runs[0] for name, runs in evaluations.items()}
+
+
+def seed_mean(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Column means of per-seed table rows (keys in the first row's order)."""
+    return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
 
 
 def identity_sample_rows(metadata: pd.DataFrame | Any, identities: int,
@@ -415,98 +434,14 @@ def identity_sample_rows(metadata: pd.DataFrame | Any, identities: int,
     return rows if max_points is None else rows[:max_points]
 
 
-def summary_table(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
-    """Methods as rows, metrics as columns."""
-    return pd.DataFrame({name: ev.summary() for name, ev in evaluations.items()}).T
-
-
-METRICS: dict[str, Callable[..., Any]] = {
-    "accuracy": best_threshold_accuracy,
-    "auc": roc_auc,
-    "mean_positive": mean_positive_similarity,
-    "mean_negative": mean_negative_similarity,
-    "d_prime": d_prime,
-}
-
-
-def metric_function(metric: str) -> Callable[..., Any]:
-    """A paired-bootstrap metric by name; ``"tar@1e-3"`` is TAR at FAR 1e-3."""
-    if metric.startswith("tar@"):
-        return partial(tar_at_far, far=float(metric[4:]))
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric {metric!r}; expected one of {sorted(METRICS)} or "
-                          "'tar@<far>'")
-    return METRICS[metric]
-
-
-def compare(a: Evaluation, b: Evaluation, protocol: str, metric: str,
-            n_boot: int = 2000, seed: int = 0) -> BootstrapResult:
-    """Paired bootstrap over the protocol's pairs of metric(a) - metric(b)."""
-    return paired_bootstrap(metric_function(metric), a.scores[protocol], b.scores[protocol],
-                            a.issame[protocol], n_boot=n_boot, seed=seed)
-
-
-def evidence(result: BootstrapResult, compared: str) -> dict[str, Any]:
-    """A bootstrap result with a note on what was compared, ready for ``Claim.evaluate``."""
-    return {**result.to_dict(), "compared": compared}
-
-
-def stratum_rows(evaluation: Evaluation, protocol: str, positive: bool,
-                 max_pairs: int = MAX_BOOTSTRAP_PAIRS, seed: int = 0) -> np.ndarray:
-    """Indices of the protocol's positive (or negative) pairs, reduced to a seeded uniform
-    sample of ``max_pairs`` when there are more (see :func:`stratified_mean_bootstrap`)."""
-    rows = np.flatnonzero(evaluation.issame[protocol] if positive
-                          else ~evaluation.issame[protocol])
-    if rows.size == 0:
-        raise ConfigError(f"the {protocol!r} list has no {'positive' if positive else 'negative'}"
-                          " pairs to bootstrap")
-    if rows.size > max_pairs:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_pairs, replace=False))
-    return rows
-
-
-def stratified_mean_bootstrap(a: Evaluation, b: Evaluation, protocol: str, positive: bool,
-                              n_boot: int, seed: int = 0,
-                              max_pairs: int = MAX_BOOTSTRAP_PAIRS) -> BootstrapResult:
-    """Paired bootstrap of mean(a) − mean(b) over the positive (or the negative) pairs only.
-
-    A mean over one class of pairs depends only on that class, so resampling within it (a
-    stratified bootstrap) measures the same thing as resampling every pair without drawing the
-    other class each time. A class with more than ``max_pairs`` pairs (the IJB-like list's
-    200,000 negatives) is first reduced to a seeded uniform sample of ``max_pairs`` of them:
-    2,000 resamples of 200,000 pairs take ~20 s of CPU, while the sample's wider interval
-    stays far inside the 0.05 margin the claims use (cosines with a standard deviation of 0.3
-    have a mean of 20,000 with a standard error of 0.3/√20000 ≈ 0.002).
-    """
-    rows = stratum_rows(a, protocol, positive, max_pairs, seed)
-    # Every pair of the stratum counts as "positive" for mean_positive_similarity, which then
-    # is the plain mean of the stratum's scores.
-    labels = np.ones(rows.size, dtype=bool)
-    return paired_bootstrap(mean_positive_similarity, a.scores[protocol][rows],
-                            b.scores[protocol][rows], labels, n_boot=n_boot, seed=seed)
-
-
-def _absolute_mean(scores: np.ndarray, labels: np.ndarray,
-                   weights: np.ndarray | None = None) -> np.ndarray | float:
-    """|mean| of the scores (all labelled positive), in the bootstrap metric contract."""
-    return np.abs(mean_positive_similarity(scores, labels, weights))
-
-
-def closeness_bootstrap(candidate: Evaluation, baseline: Evaluation, reference: Evaluation,
-                        protocol: str, n_boot: int, seed: int = 0,
-                        max_pairs: int = MAX_BOOTSTRAP_PAIRS) -> BootstrapResult:
-    """Paired bootstrap over the positive pairs of
-    ``|mean(candidate − reference)| − |mean(baseline − reference)|``: negative when the
-    candidate's mean positive similarity is closer to the reference's than the baseline's is.
-
-    Each pair's score differences to the reference are resampled jointly (the same pairs for
-    both), so the effect is the change in distance to the reference (ICD-Face: "toward the
-    teacher's").
-    """
-    rows = stratum_rows(reference, protocol, True, max_pairs, seed)
-    target = reference.scores[protocol][rows]
-    labels = np.ones(rows.size, dtype=bool)
-    return paired_bootstrap(_absolute_mean, candidate.scores[protocol][rows] - target,
-                            baseline.scores[protocol][rows] - target, labels, n_boot=n_boot,
-                            seed=seed)
-
+def summary_table(evaluations: Mapping[str, Evaluation | Sequence[Evaluation]]
+                  ) -> pd.DataFrame:
+    """Methods as rows, metrics as columns; a model's runs (one Evaluation per seed) give the
+    mean over seeds and a ``seeds`` column."""
+    rows = {}
+    for name, runs in evaluations.items():
+        if isinstance(runs, Evaluation):
+            rows[name] = runs.summary()
+        else:
+            rows[name] = {**seed_mean([ev.summary() for ev in runs]), "seeds": len(runs)}
+    return pd.DataFrame(rows).T

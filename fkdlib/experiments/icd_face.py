@@ -46,7 +46,8 @@ from ..report import figures as figs
 from ..report.claims import Claim, evaluate_claims
 from ..report.evidence import face_tests
 from ..evaluation.benchmark import (
-    Evaluation, FaceBenchmark, evaluate_models, identity_sample_rows, stratified_mean_bootstrap)
+    Evaluation, FaceBenchmark, evaluate_models, identity_sample_rows)
+from ..evaluation.comparisons import stratified_mean_bootstrap
 from ..zoo import (
     DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, teacher_spec, train_all, training_spec)
 
