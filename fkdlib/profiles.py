@@ -39,6 +39,12 @@ class Profile:
     identification_distractors: int
     # training
     epochs: int
+    # Learning-rate warm-up (linear, in epochs) at the start of every training (Goyal et al.
+    # 2017, "Accurate, Large Minibatch SGD"; arcface_torch's ``warmup_epoch``).
+    warmup_epochs: float
+    # Every model that enters a claim is trained once per seed (0 .. seeds-1): the claims'
+    # intervals resample the seeds as well as the test identities.
+    seeds: int
     batch_size: int
     lr: float
     weight_decay: float
@@ -51,6 +57,14 @@ class Profile:
     # execution
     num_threads: int
     notebook_timeout_s: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError(f"profile {self.name!r}: seeds must be an integer >= 1, got "
+                              f"{self.seeds!r}")
+        if not self.warmup_epochs >= 0:
+            raise ConfigError(f"profile {self.name!r}: warmup_epochs must be >= 0, got "
+                              f"{self.warmup_epochs!r}")
 
     def replace(self, **overrides: Any) -> Profile:
         """A copy with some fields changed; unknown field names are refused."""
@@ -85,6 +99,8 @@ PROFILES: dict[str, Profile] = {
         verification_folds=10,
         identification_distractors=40,
         epochs=1,
+        warmup_epochs=0.0,
+        seeds=1,
         batch_size=32,
         lr=0.1,
         weight_decay=5e-4,
@@ -110,7 +126,11 @@ PROFILES: dict[str, Profile] = {
         protocol_scale=1.0,
         verification_folds=10,
         identification_distractors=1000,
-        epochs=12,
+        # 24 epochs: at 12, a Softmax IResNet-18 fits 79% of its training images and its loss
+        # is still falling; at 24, 97.5% with the loss flat (the training-health table).
+        epochs=24,
+        warmup_epochs=1.0,
+        seeds=3,
         batch_size=128,
         lr=0.1,
         weight_decay=5e-4,
@@ -120,7 +140,7 @@ PROFILES: dict[str, Profile] = {
         projection_points=240,
         assess_claims=True,
         num_threads=2,
-        notebook_timeout_s=3600,
+        notebook_timeout_s=4 * 3600,
     ),
     "paper": Profile(
         name="paper",
@@ -134,6 +154,8 @@ PROFILES: dict[str, Profile] = {
         verification_folds=10,
         identification_distractors=100000,
         epochs=20,
+        warmup_epochs=1.0,
+        seeds=3,
         batch_size=512,
         lr=0.1,
         weight_decay=5e-4,

@@ -202,7 +202,8 @@ def write_claims_report(results_dir: Path, names: Sequence[str], profile: str) -
         lines.append("No notebook produced a claims table.")
     else:
         columns = [c for c in ("notebook", "id", "statement", "source", "status", "effect",
-                               "ci_low", "ci_high") if c in claims.columns]
+                               "ci_low", "ci_high", "mde", "paper_effect", "seeds",
+                               "identities", "reason") if c in claims.columns]
         counts = claims["status"].value_counts() if "status" in claims else pd.Series(dtype=int)
         lines.append(", ".join(f"{status}: {count}" for status, count in counts.items()))
         lines += ["", _markdown_table(claims[columns])]

@@ -53,19 +53,18 @@ def test_backbone_specs_share_the_teacher_and_its_recipe(bench):
     assert len({spec.key for spec in specs.values()}) == len(specs)
 
 
-def test_default_profile_trains_backbones_for_a_third_of_the_teachers_epochs():
+def test_default_profile_trains_every_backbone_for_the_teachers_epochs():
     bench = face_benchmark(get_profile("default"))
     teacher = teacher_spec(bench)
     specs = exp.backbone_specs(bench)
-    assert teacher.train["epochs"] == 12
-    assert exp.backbone_epochs(bench.profile) == 4 and exp.recursive_epochs(bench.profile) == 2
+    assert teacher.train["epochs"] == 24
+    assert exp.backbone_epochs(bench.profile) == 24 and exp.recursive_epochs(bench.profile) == 12
     for spec in specs.values():
-        assert spec.train == {**teacher.train, "epochs": 4}
-    # IResNet-50 is trained like the other backbones, apart from the full-schedule teacher.
-    assert specs[exp.TEACHER].key != teacher.key
-    assert specs[exp.TEACHER].replace(train=teacher.train).key == teacher.key
+        assert spec.train == teacher.train
+    # IResNet-50 is the shared teacher itself: one cache entry
+    assert specs[exp.TEACHER].key == teacher.key
     distilled = exp.distillation_specs(bench)
-    assert [spec.train["epochs"] for spec in distilled] == [4, 2, 2]
+    assert [spec.train["epochs"] for spec in distilled] == [24, 12, 12]
     assert distilled[0].method_kwargs["teacher"] == teacher.to_dict()
 
 
@@ -148,10 +147,9 @@ def test_efficiency_table_maps_latency_to_rows(bench, monkeypatch, sleeper):
 
 def test_generation_epochs_round_half_up_and_are_at_least_one():
     # default: a third of the profile's epochs for generation 0, half of that after
-    assert exp.backbone_epochs(get_profile("default", epochs=12)) == 4
-    assert exp.recursive_epochs(get_profile("default", epochs=12)) == 2
-    assert exp.backbone_epochs(get_profile("default", epochs=15)) == 5
-    assert exp.recursive_epochs(get_profile("default", epochs=15)) == 3  # halves round up
+    assert exp.backbone_epochs(get_profile("default", epochs=12)) == 12
+    assert exp.recursive_epochs(get_profile("default", epochs=12)) == 6
+    assert exp.recursive_epochs(get_profile("default", epochs=15)) == 8  # halves round up
     assert exp.backbone_epochs(get_profile("paper", epochs=10)) == 10
     assert exp.recursive_epochs(get_profile("paper", epochs=10)) == 5
     assert exp.recursive_epochs(get_profile("smoke", epochs=1)) == 1

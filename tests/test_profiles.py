@@ -38,9 +38,22 @@ def test_unknown_override_is_refused_with_the_valid_fields():
 
 def test_profiles_grow_from_smoke_to_paper():
     smoke, default, paper = (PROFILES[n] for n in ("smoke", "default", "paper"))
-    for field in ("train_identities", "test_identities", "epochs", "resolution"):
+    for field in ("train_identities", "test_identities", "resolution", "seeds"):
         assert getattr(smoke, field) <= getattr(default, field) <= getattr(paper, field), field
+
+    def steps(p):  # an epoch of 10,000 identities is not an epoch of 250: count SGD steps
+        return p.epochs * p.train_identities * p.train_images_per_identity // p.batch_size
+
+    assert steps(smoke) < steps(default) < steps(paper)
     assert not smoke.assess_claims and default.assess_claims
+    assert (smoke.seeds, default.seeds) == (1, 3)
+
+
+def test_profile_fields_are_checked():
+    with pytest.raises(ConfigError, match="seeds must be an integer >= 1, got 0"):
+        get_profile("default", seeds=0)
+    with pytest.raises(ConfigError, match="warmup_epochs must be >= 0"):
+        get_profile("default", warmup_epochs=-1.0)
 
 
 def test_profile_passes_through_get_profile():

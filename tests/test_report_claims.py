@@ -243,3 +243,22 @@ def test_one_evaluator_dispatches_on_the_declared_test(tmp_path):
     assert markdown[0].startswith("| id | statement | source | status | effect | ci_low")
     assert markdown[2].startswith("| margin>softmax | Every margin beats Softmax |")
     assert "| holds | 1.5 | 0.4 | 2.6 | 0.01 |" in markdown[2]
+
+
+def test_verdict_summary_reads_the_statuses_and_reasons():
+    from fkdlib.report.claims import verdict_summary
+
+    frame = pd.DataFrame({
+        "id": ["a", "b", "c", "d"],
+        "statement": ["A beats B", "C beats D", "E beats F", "G beats H"],
+        "status": ["holds", "untestable at this scale", "holds", "not assessed"],
+        "reason": ["", "the paper's effect 0.005 is below ... (MDE 0.02)", "",
+                   "Teacher failed the training-health gate (seed 0: ...)"]})
+    text = verdict_summary(frame)
+    lines = text.splitlines()
+    assert lines[0] == "**2 holds, 1 untestable at this scale, 1 not assessed** of 4 claims."
+    assert "*Held:*" in lines and "- A beats B (`a`)" in lines and "- E beats F (`c`)" in lines
+    assert "- C beats D (`b`) — the paper's effect 0.005 is below ... (MDE 0.02)" in lines
+    assert lines.index("*Held:*") < lines.index("- A beats B (`a`)")
+    assert "Contradicted" not in text
+    assert verdict_summary(frame.iloc[:0]) == "No claim was checked."

@@ -5,14 +5,14 @@ benchmark that ties data, protocols, embeddings, metrics and paired comparisons 
 
 from fkdlib.evaluation.benchmark import (
     PROTOCOL_LABELS, Evaluation, FaceBenchmark, evaluate, evaluate_models, evaluate_seeds,
-    face_benchmark, first_seed, summary_table)
+    face_benchmark, first_seed, pool_embeddings, summary_table)
 from fkdlib.evaluation.classification import (
     ClassificationEvaluation, fitted_l2, label_cross_entropy, model_outputs, teacher_kl)
 from fkdlib.evaluation.comparisons import (
     closeness_bootstrap, compare, metric_function, stratified_mean_bootstrap)
 from fkdlib.evaluation.clustering import (
-    ClusterAnalysis, cluster_embeddings, cluster_quality, kmeans, nmi_bootstrap, purity,
-    sinkhorn_knopp)
+    SYNTHFACE_TARGETS, ClusterAnalysis, available_targets, cluster_embeddings, cluster_quality,
+    kmeans, nmi_bootstrap, purity, sinkhorn_knopp)
 from fkdlib.evaluation.health import HealthGate, model_health, training_health
 from fkdlib.evaluation.uncertainty import (
     hierarchical_bootstrap, identity_weights, minimum_detectable_effect)
@@ -47,6 +47,9 @@ __all__ = [
     "PROTOCOL_LABELS",
     "ClassificationEvaluation",
     "ClusterAnalysis",
+    "SYNTHFACE_TARGETS",
+    "available_targets",
+    "pool_embeddings",
     "HealthGate",
     "cluster_embeddings",
     "cluster_quality",

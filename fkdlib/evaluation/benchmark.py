@@ -406,6 +406,13 @@ def first_seed(evaluations: Mapping[str, Sequence[Evaluation]]) -> dict[str, Eva
     return {name: runs[0] for name, runs in evaluations.items()}
 
 
+def pool_embeddings(evaluations: Mapping[str, Sequence[Evaluation]], pool: str = "test"
+                    ) -> dict[str, list[np.ndarray]]:
+    """``{name: [embeddings of the pool, one array per run]}`` (for the training-health and
+    clustering tables)."""
+    return {name: [ev.embeddings[pool] for ev in runs] for name, runs in evaluations.items()}
+
+
 def seed_mean(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """Column means of per-seed table rows (keys in the first row's order)."""
     return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}

@@ -590,6 +590,18 @@ def _seed_clusters(array: np.ndarray, cluster_counts: Sequence[int], methods: Se
     return clusters
 
 
+# What a SynthFace embedding can be scored against: the person, and each exact attribute with
+# the 270 combined cohorts (age group x gender x skin tone x pitch bin x yaw bin).
+SYNTHFACE_TARGETS = ("identity", "age_group", "gender", "skin_tone", "pitch_bin", "yaw_bin",
+                     "cohort")
+
+
+def available_targets(metadata: pd.DataFrame,
+                      targets: Sequence[str] = SYNTHFACE_TARGETS) -> tuple[str, ...]:
+    """The targets of ``targets`` that ``metadata`` has a column for (real data: identity)."""
+    return tuple(t for t in targets if t in metadata.columns)
+
+
 def cluster_quality(
     embeddings_by_model: Mapping[str, Sequence[Any]],
     metadata: pd.DataFrame,
@@ -629,8 +641,7 @@ def cluster_quality(
             200 identities keep agglomerative clustering's ``N**2`` memory and the time small
             (with 12 images each and 128-d embeddings, about 1 s of CPU per model and seed
             for the identity target with both methods and 200 resamples, 3 s with the six
-            SynthFace attributes as well) and cover the default profile's 100 test
-            identities whole.
+            SynthFace attributes as well).
         n_boot: bootstrap resamples (0: no intervals, the ``*_ci_*`` columns are NaN).
         random_state: seeds the identity sample, k-means and the bootstrap.
         ci: coverage of the intervals.

@@ -10,8 +10,8 @@ Three experiments, each a set of pure functions the notebook calls and the tests
    multiply-add as two FLOPs, insightface's IResNet "GFLOPs" are multiply-adds; every column
    here says which one it holds.
 2. **Accuracy vs cost**: the same backbones trained with one recipe (the shared teacher's
-   margin head and learning-rate schedule, for :func:`backbone_epochs`) on the benchmark's
-   training data.
+   margin head, learning-rate schedule and epochs) on the benchmark's training data, so the
+   comparison measures capacity, not convergence speed.
 3. **Angular distillation** (Eq. 5-7: ``L = L_margin + α·L_a``, α = 7) from the shared
    IResNet-50 teacher (:func:`~fkdlib.zoo.teacher_spec`, trained for the
    profile's full epochs and cached for notebooks 02-04), and **recursive distillation**
@@ -25,10 +25,9 @@ multiplier leaves a thin MobileFaceNet at a third of VarGFaceNet's cost, whereas
 networks cost 0.44 and 0.51 GMACs. Generations k >= 1 are fine-tuned from generation k - 1
 for half of generation 0's epochs (:func:`recursive_epochs`). The paper also re-trains the
 teacher from its previous generation; we keep the shared teacher fixed (re-training it would
-train the slowest network twice more). At the ``default`` profile the backbones and students
-train for a third of the profile's epochs (:data:`EPOCH_FRACTION`), so that the notebook's nine
-trainings fit its ten minutes on a 2-core CPU; the teacher keeps the full schedule, which also
-gives it the headroom distillation needs (:data:`MIN_TEACHER_HEADROOM`).
+train the slowest network twice more). Every backbone and generation 0 train for the
+profile's full schedule, the teacher's; a teacher must still lead the student by
+:data:`MIN_TEACHER_HEADROOM` for distillation to have something to transfer.
 """
 
 from __future__ import annotations
@@ -79,9 +78,6 @@ BACKBONES: dict[str, str] = {
     DEPTHWISE: "vargfacenet_dw",
 }
 GENERATIONS = 2
-# Share of the profile's epochs that the backbones and generation 0 train for, per profile
-# (1 where not listed): see the module docstring.
-EPOCH_FRACTION = {"default": 1 / 3}
 # Share of generation 0's epochs that each recursive generation (k >= 1) trains for.
 RECURSIVE_EPOCH_FRACTION = 0.5
 PUBLISHED_INPUT_SIZE = 112
@@ -186,18 +182,16 @@ def _student_kwargs(bench: FaceBenchmark) -> dict:
 
 
 def backbone_epochs(profile: Profile) -> int:
-    """Epochs of the backbones and of distilled generation 0: :data:`EPOCH_FRACTION` of the
-    profile's, rounded half up, at least 1."""
-    fraction = EPOCH_FRACTION.get(profile.name, 1.0)
-    return max(1, math.floor(fraction * profile.epochs + 0.5))
+    """Epochs of the backbones and of distilled generation 0: the profile's (the teacher's)."""
+    return profile.epochs
 
 
 def backbone_specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
     """One spec per backbone of :data:`BACKBONES`, all with the teacher's head and recipe for
     :func:`backbone_epochs`.
 
-    Where that is the profile's full schedule, IResNet-50's spec equals the shared teacher's
-    (same cache entry: the zoo key ignores names). MobileFaceNet gets the cost-matched width
+    IResNet-50's spec equals the shared teacher's (same cache entry: the zoo key ignores
+    names). MobileFaceNet gets the cost-matched width
     (module docstring); the others the profile's width.
     """
     teacher = teacher_spec(bench)
@@ -683,7 +677,7 @@ def projection_figure(evaluations: Mapping[str, Evaluation], metadata: pd.DataFr
     return figs.projection_grid(points, panel_size=(13 / 3, 4.6), legend=True)
 
 
-__all__ = ["BACKBONES", "DEPTHWISE", "DISTILLATION_TEACHER", "EPOCH_FRACTION", "GENERATIONS",
+__all__ = ["BACKBONES", "DEPTHWISE", "DISTILLATION_TEACHER", "GENERATIONS",
            "MIN_TEACHER_HEADROOM", "MOBILE", "RECURSIVE_EPOCH_FRACTION", "STUDENT", "TEACHER",
            "accuracy_vs_cost", "accuracy_vs_cost_figure", "backbone_epochs", "backbone_specs",
            "check_claims", "claim_tests", "claims", "complexity_table", "cost_matched_width",

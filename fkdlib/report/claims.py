@@ -384,13 +384,41 @@ def claims_beside_paper(claims: Sequence[Claim], checked: pd.DataFrame) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def verdict_summary(checked: pd.DataFrame) -> str:
+    """The verdicts in words, read from a claims table (:func:`evaluate_claims`): how many
+    claims have each status, then the claims of each status with, where a claim is not
+    decided, why (power, a failed gate or premise, the profile). Markdown, for a notebook's
+    closing cell."""
+    if checked.empty:
+        return "No claim was checked."
+    counts = checked["status"].value_counts()
+    lines = ["**" + ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts) + "** of "
+             f"{len(checked)} claims.", ""]
+    headings = {HOLDS: "Held", CONTRADICTED: "Contradicted (the effect goes the other way)",
+                NOT_SIGNIFICANT: "Not significant",
+                UNTESTABLE: "Untestable at this scale (the paper's effect is below what this "
+                            "profile can detect)",
+                NOT_ASSESSED: "Not assessed"}
+    for status in STATUSES:
+        rows = checked[checked["status"] == status]
+        if rows.empty:
+            continue
+        lines.append(f"*{headings[status]}:*")
+        for _, row in rows.iterrows():
+            reason = row.get("reason")
+            why = f" — {reason}" if isinstance(reason, str) and reason else ""
+            lines.append(f"- {row['statement']} (`{row['id']}`){why}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def save_claims(frame: pd.DataFrame, path_stem: str | os.PathLike) -> dict[str, Path]:
     """Write ``<stem>.csv`` (full precision) and ``<stem>.md`` atomically."""
     stem = Path(path_stem)
     paths = {"csv": stem.with_name(f"{stem.name}.csv"), "md": stem.with_name(f"{stem.name}.md")}
     atomic_write_text(paths["csv"], frame.to_csv(index=False))
     shown = frame[["id", "statement", "source", "status", "effect", "ci_low", "ci_high",
-                   "p_value", "evidence"]]
+                   "p_value", "mde", "paper_effect", "reason", "evidence"]]
     atomic_write_text(paths["md"], markdown_table(shown, float_format="{:.4g}"))
     return paths
 
@@ -419,4 +447,4 @@ def rival(claim: Claim, score: Callable[[str], float] | None = None) -> str:
 
 __all__ = ["COLUMNS", "DIRECTIONS", "STATUSES", "Claim", "ClaimResult", "ClaimTest", "Evidence",
            "best_of", "check_claim", "claims_beside_paper", "distance_beyond_margin",
-           "evaluate_claims", "rival", "save_claims", "verdict"]
+           "evaluate_claims", "rival", "save_claims", "verdict", "verdict_summary"]

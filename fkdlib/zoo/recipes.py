@@ -24,15 +24,16 @@ def training_spec(bench: FaceBenchmark, backbone: str, head: str, *, name: str =
                   train_overrides: Mapping[str, Any] | None = None,
                   **spec_fields: Any) -> ModelSpec:
     """A :class:`ModelSpec` trained on the benchmark's training data with the profile's recipe
-    (SGD, momentum 0.9, weight decay and learning rate from the profile, step decay at 50% and
-    75% of training, gradient clipping at 5: the ArcFace recipe scaled to the profile)."""
+    (SGD, momentum 0.9, weight decay and learning rate from the profile, linear warm-up for the
+    profile's ``warmup_epochs``, step decay at 50% and 75% of training, gradient clipping at 5:
+    the ArcFace recipe scaled to the profile)."""
     profile = bench.profile
     kwargs = {"input_size": profile.resolution, "width": profile.backbone_width,
               "embedding_size": profile.embedding_size}
     kwargs.update(backbone_kwargs or {})
     train = {"epochs": profile.epochs, "batch_size": profile.batch_size, "lr": profile.lr,
              "weight_decay": profile.weight_decay, "seed": bench.seed,
-             "milestones": [0.5, 0.75]}
+             "milestones": [0.5, 0.75], "warmup_epochs": profile.warmup_epochs}
     train.update(train_overrides or {})
     return ModelSpec(backbone=backbone, head=head, data=dict(bench.train_data), train=train,
                      backbone_kwargs=kwargs, head_kwargs=dict(head_kwargs or {}),
