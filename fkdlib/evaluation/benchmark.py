@@ -42,8 +42,7 @@ from ..errors import ConfigError, MissingDataError
 from ..profiles import Profile, get_profile
 from .embed import extract_embeddings
 from .identification import IdentificationResult, evaluate_identification
-from .similarity import (
-    tar_at_far)
+from .similarity import similarity_stats, tar_at_far
 from .verification import VerificationResult, evaluate_verification
 
 PROTOCOL_LABELS = {"lfw": "LFW-like", "cfp_fp": "CFP-FP-like", "agedb": "AgeDB-like",
@@ -411,6 +410,16 @@ def pool_embeddings(evaluations: Mapping[str, Sequence[Evaluation]], pool: str =
     """``{name: [embeddings of the pool, one array per run]}`` (for the training-health and
     clustering tables)."""
     return {name: [ev.embeddings[pool] for ev in runs] for name, runs in evaluations.items()}
+
+
+def similarity_table(evaluations: Mapping[str, Sequence[Evaluation]],
+                     protocol: str = "ijb") -> pd.DataFrame:
+    """:func:`~fkdlib.evaluation.similarity.similarity_stats` of each model's positive and
+    negative pairs on ``protocol``, the mean over its runs; models as rows."""
+    return pd.DataFrame({
+        name: {**seed_mean([similarity_stats(ev.positives(protocol), ev.negatives(protocol))
+                            for ev in runs]), "seeds": len(runs)}
+        for name, runs in evaluations.items()}).T
 
 
 def seed_mean(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:

@@ -17,7 +17,9 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from ..evaluation import project, seed_bootstrap
+from ..evaluation import project
+from ..evaluation.similarity import mean_positive_similarity
+from ..evaluation.uncertainty import hierarchical_bootstrap
 from ..heads import target_logit_curve
 from ..report.claims import Claim, ClaimTest, Evidence, evaluate_claims
 from ..report import figures as figs
@@ -25,8 +27,10 @@ from ..report.evidence import face_tests
 from ..report.references import load_reference, reference_table
 from ..training.callbacks import angles_from_history, target_angles
 from ..evaluation.benchmark import (
-    Evaluation, FaceBenchmark, evaluate_models, identity_sample_rows)
-from ..zoo import DEFAULT_CACHE_DIR, TrainedModel, get_or_train, train_all, training_spec
+    Evaluation, FaceBenchmark, evaluate_seeds, identity_sample_rows, summary_table)
+from ..zoo import DEFAULT_CACHE_DIR, TrainedModel, get_or_train, train_seeds, training_spec
+
+Runs = Sequence[Evaluation]
 
 BACKBONE = "iresnet18"
 
@@ -56,21 +60,25 @@ def specs(bench: FaceBenchmark) -> dict:
 
 def train(bench: FaceBenchmark, device: str | torch.device = "cpu",
           cache_dir=DEFAULT_CACHE_DIR, names: Sequence[str] | None = None,
-          log=print) -> dict[str, TrainedModel]:
-    """Train (or load from the model zoo) one model per loss (or the losses ``names``)."""
-    return train_all(specs(bench), cache_dir=cache_dir, device=device, log=log, names=names)
+          log=print, seeds: int | None = None) -> dict[str, list[TrainedModel]]:
+    """Train (or load from the model zoo) one model per loss (or the losses ``names``) and
+    training seed (the profile's ``seeds`` unless given): ``{loss: [seed 0, seed 1, ...]}``."""
+    return train_seeds(specs(bench), seeds or bench.profile.seeds, cache_dir=cache_dir,
+                       device=device, log=log, names=names)
 
 
-# every protocol of the benchmark for every model: evaluate(models, bench, device)
-evaluate = evaluate_models
+# every protocol of the benchmark for every run of every model: evaluate(models, bench, device)
+evaluate = evaluate_seeds
 
 
-def paper_comparison(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
-    """Our LFW-/CFP-FP-/AgeDB-like accuracies beside the insightface combined-margin table."""
+def paper_comparison(evaluations: Mapping[str, Runs]) -> pd.DataFrame:
+    """Our LFW-/CFP-FP-/AgeDB-like accuracies (mean over seeds) beside the insightface
+    combined-margin table."""
     paper = reference_table("arcface_combined_margin").set_index("method")
+    summary = summary_table(evaluations)
     rows = []
-    for name, ev in evaluations.items():
-        ours = ev.summary()
+    for name in evaluations:
+        ours = summary.loc[name]
         row = {"method": name,
                "LFW-like (ours)": ours.get("LFW-like acc"),
                "CFP-FP-like (ours)": ours.get("CFP-FP-like acc"),
@@ -84,14 +92,16 @@ def paper_comparison(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def tar_comparison(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
-    """IJB-like TAR at FAR beside thesis Table 3.1's AS5 rows (ResNet-34, IJB-B)."""
+def tar_comparison(evaluations: Mapping[str, Runs]) -> pd.DataFrame:
+    """IJB-like TAR at FAR (mean over seeds; NaN where the list has too few negatives to
+    report it) beside thesis Table 3.1's AS5 rows (ResNet-34, IJB-B)."""
     table = load_reference("fanface_table_3_1")
     fars = (1e-5, 1e-4, 1e-3, 1e-2)
     rows = []
-    for name, ev in evaluations.items():
+    for name, runs in evaluations.items():
         rows.append({"method": f"{name} (ours, IJB-like)",
-                     **{f"TAR@{far:g}": ev.tar["ijb"][far] for far in fars}})
+                     **{f"TAR@{far:g}": float(np.mean([ev.tar["ijb"][far] for ev in runs]))
+                        for far in fars}})
     for paper_name in ("AS5 ResNet34-Softmax", "Baseline ArcFace (ResNet34)"):
         paper = table[table.method == paper_name].set_index("metric")["value"]
         rows.append({"method": f"{paper_name} (thesis Table 3.1, IJB-B)",
@@ -152,14 +162,15 @@ def toy_embeddings(bench: FaceBenchmark, device: str | torch.device = "cpu",
     return toy
 
 
-def angle_statistics(models: Mapping[str, TrainedModel]) -> pd.DataFrame:
-    """θ_y (degrees) of the monitored training images after the first and the last epoch."""
+def angle_statistics(models: Mapping[str, Sequence[TrainedModel]]) -> pd.DataFrame:
+    """θ_y (degrees) of the monitored training images after the first and the last epoch,
+    mean over the seeds' runs."""
     rows = []
-    for name, model in models.items():
-        early = angles_from_history(model.history, 1)
-        late = angles_from_history(model.history, -1)
-        rows.append({"method": name, "early mean θ_y": early.mean(),
-                     "late mean θ_y": late.mean(), "late − early": late.mean() - early.mean()})
+    for name, runs in models.items():
+        early = np.mean([angles_from_history(m.history, 1).mean() for m in runs])
+        late = np.mean([angles_from_history(m.history, -1).mean() for m in runs])
+        rows.append({"method": name, "early mean θ_y": early, "late mean θ_y": late,
+                     "late − early": late - early, "seeds": len(runs)})
     return pd.DataFrame(rows)
 
 
@@ -214,26 +225,36 @@ def claims() -> list[Claim]:
     return declared
 
 
-def claim_tests(evaluations: Mapping[str, Evaluation], models: Mapping[str, TrainedModel],
+def claim_tests(evaluations: Mapping[str, Runs], models: Mapping[str, Sequence[TrainedModel]],
                 n_boot: int, seed: int = 0) -> dict[str, ClaimTest]:
     """The face-benchmark tests plus ``"theta"``: θ_y of the model's monitored training images
-    after its last epoch minus after its first, paired over the images."""
+    after its last epoch minus after its first, paired over the images, seeds resampled (each
+    seed monitors its own sample of images; position ``i`` of every seed's sample is resampled
+    together, a valid draw since each sample is drawn at random)."""
 
     def theta(claim: Claim) -> Evidence:
-        history = models[claim.compares[0]].history
-        late, early = angles_from_history(history, -1), angles_from_history(history, 1)
-        result = seed_bootstrap(late, early, paired=True, n_boot=n_boot, seed=seed)
+        runs = models[claim.compares[0]]
+        late = [angles_from_history(m.history, -1) for m in runs]
+        early = [angles_from_history(m.history, 1) for m in runs]
+        size = late[0].size
+        result = hierarchical_bootstrap(mean_positive_similarity, late, early,
+                                        np.ones(size, bool), np.arange(size), n_boot=n_boot,
+                                        seed=seed)
         return Evidence.from_bootstrap(
             result, f"{claim.compares[0]} θ_y last epoch − first epoch (degrees), paired over "
-            f"{late.size} monitored training images")
+            f"{size} monitored training images", n=size, seeds=len(runs))
 
     return {**face_tests(evaluations, n_boot, seed), "theta": theta}
 
 
-def check_claims(evaluations: Mapping[str, Evaluation], models: Mapping[str, TrainedModel],
-                 n_boot: int, assess: bool, seed: int = 0) -> pd.DataFrame:
-    """Every claim of :func:`claims` checked by its test (:func:`claim_tests`)."""
-    return evaluate_claims(claims(), claim_tests(evaluations, models, n_boot, seed), assess)
+def check_claims(evaluations: Mapping[str, Runs], models: Mapping[str, Sequence[TrainedModel]],
+                 n_boot: int, assess: bool, seed: int = 0,
+                 unhealthy: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Every claim of :func:`claims` checked by its test (:func:`claim_tests`); a claim
+    involving a model of ``unhealthy`` (:func:`~fkdlib.evaluation.health.failed_models`) is
+    not assessed."""
+    return evaluate_claims(claims(), claim_tests(evaluations, models, n_boot, seed), assess,
+                           unhealthy)
 
 
 # ----------------------------------------------------------------------------- figures
