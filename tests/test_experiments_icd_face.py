@@ -129,15 +129,16 @@ def test_bank_memory_at_the_paper_scale():
 # ----------------------------------------------------------------------------- tables
 
 
-def _four_methods(fcd_negative_shift=0.01, icd_gain=0.1, seed=0):
-    """Teacher, student, FCD and FCD+ICD with the paper's pattern built in: FCD's negatives on
-    the teacher's, its positives 0.2 lower; ICD raises the positives by ``icd_gain``."""
+def _four_methods(fcd_negative_shift=0.01, icd_gain=0.1, seed=0, student_gap=0.4):
+    """Teacher, student, FCD and FCD+ICD with the paper's pattern built in: the student's
+    positives ``student_gap`` below the teacher's, FCD's negatives on the teacher's, its
+    positives 0.2 lower; ICD raises the positives by ``icd_gain``."""
     rng = np.random.default_rng(seed)
     pos = np.clip(rng.normal(0.7, 0.1, 400), -1, 1)
     neg = np.clip(rng.normal(0.0, 0.1, 12_000), -1, 1)
     return {
         "Teacher": _evaluation("Teacher", pos, neg),
-        "Student": _evaluation("Student", pos - 0.4, neg + 0.1),
+        "Student": _evaluation("Student", pos - student_gap, neg + 0.1),
         "FCD": _evaluation("FCD", pos - 0.2, neg + fcd_negative_shift),
         "FCD+ICD": _evaluation("FCD+ICD", pos - 0.2 + icd_gain, neg + fcd_negative_shift),
     }
@@ -167,18 +168,19 @@ def test_tar_table_reads_every_far():
 
 def test_claims_hold_on_the_papers_pattern_and_fail_when_it_is_absent():
     claims = exp.claims()
-    assert [claim.id for claim in claims] == ["FCD:neg-match", "FCD:pos-lower",
+    assert [claim.id for claim in claims] == [exp.PREMISE, "FCD:neg-match", "FCD:pos-lower",
                                              "ICD:pos-higher", "ICD:pos-closer", "ICD:TAR"]
+    assert all(claim.requires == (exp.PREMISE,) for claim in claims[1:])
     frame = exp.check_claims(_four_methods(), n_boot=200, assess=True)
     assert dict(zip(frame.id, frame.status)) == {
-        "FCD:neg-match": "holds", "FCD:pos-lower": "holds", "ICD:pos-higher": "holds",
+        exp.PREMISE: "holds", "FCD:neg-match": "holds", "FCD:pos-lower": "holds", "ICD:pos-higher": "holds",
         "ICD:pos-closer": "holds", "ICD:TAR": "holds"}
     row = frame.set_index("id")
     assert row.loc["FCD:neg-match", "effect"] == pytest.approx(abs(0.01) - 0.05, abs=1e-9)
     assert row.loc["FCD:pos-lower", "effect"] == pytest.approx(-0.2 + 0.05)
     assert row.loc["ICD:pos-higher", "effect"] == pytest.approx(0.1)
     assert row.loc["ICD:pos-closer", "effect"] == pytest.approx(0.1 - 0.2)
-    assert list(row.n) == [12_000, 400, 400, 400, 12_400]  # pairs behind each interval
+    assert list(row.n) == [400, 12_000, 400, 400, 400, 12_400]  # pairs behind each interval
     ev = _four_methods()
     expected_tar = ev["FCD+ICD"].tar["ijb"][1e-3] - ev["FCD"].tar["ijb"][1e-3]
     assert row.loc["ICD:TAR", "effect"] == pytest.approx(expected_tar)
@@ -186,9 +188,17 @@ def test_claims_hold_on_the_papers_pattern_and_fail_when_it_is_absent():
     shifted = exp.check_claims(_four_methods(fcd_negative_shift=0.12, icd_gain=-0.05),
                                n_boot=200, assess=True)
     assert dict(zip(shifted.id, shifted.status)) == {
-        "FCD:neg-match": "contradicted", "FCD:pos-lower": "holds",
+        exp.PREMISE: "holds", "FCD:neg-match": "contradicted", "FCD:pos-lower": "holds",
         "ICD:pos-higher": "contradicted", "ICD:pos-closer": "contradicted",
         "ICD:TAR": "contradicted"}
+    # a student more compact than its teacher: nothing for ICD to transfer, nothing assessed
+    backwards = exp.check_claims(_four_methods(student_gap=-0.1), n_boot=200, assess=True)
+    assert backwards.status.iloc[0] == "contradicted"
+    assert set(backwards.status.iloc[1:]) == {"not assessed"}
+    assert set(backwards.reason.iloc[1:]) == {f"premise {exp.PREMISE!r} is contradicted"}
+    sick = exp.check_claims(_four_methods(), n_boot=50, assess=True,
+                            unhealthy={"FCD+ICD": "seed 0: training top-1 50.0% < 90%"})
+    assert list(sick.status) == ["holds"] * 3 + ["not assessed"] * 3
     smoke = exp.check_claims(_four_methods(), n_boot=50, assess=False)
     assert set(smoke.status) == {"not assessed"}
     with pytest.raises(ConfigError, match="missing FCD"):
@@ -226,6 +236,28 @@ def test_ablation_table_rows_and_values():
     assert table.loc["K=2, σ=0.05", "TAR@1e-3"] == evaluations["K=2, σ=0.05"].tar["ijb"][1e-3]
     with pytest.raises(ConfigError, match="no ICD"):
         exp.ablation_table({"K=2, σ=0.05": evaluations["K=2, σ=0.05"]}, teacher, n_boot=10)
+    # two runs per variant: every value is the mean over the runs
+    second = {name: _evaluation(name, ev.positives("ijb") + 0.02, ev.negatives("ijb"))
+              for name, ev in evaluations.items()}
+    runs = {name: [ev, second[name]] for name, ev in evaluations.items()}
+    two = exp.ablation_table(runs, [teacher, teacher], n_boot=100).set_index("variant")
+    assert two.loc["K=4, σ=0.05", "mean pos"] == pytest.approx(pos.mean() + 0.01 + 0.01)
+    assert two.loc["K=4, σ=0.05", "Δ pos vs no ICD"] == pytest.approx(0.01)
+
+
+def test_seed_average_of_a_one_run_table():
+    from fkdlib.evaluation.benchmark import seed_average
+
+    one, two = _four_methods(seed=0), _four_methods(seed=1)
+    runs = {name: [one[name], two[name]] for name in one}
+    table = seed_average(exp.similarity_table, runs).set_index("method")
+    first = exp.similarity_table(one).set_index("method")
+    second = exp.similarity_table(two).set_index("method")
+    assert table.loc["FCD", "W1 pos to teacher"] == pytest.approx(
+        (first.loc["FCD", "W1 pos to teacher"] + second.loc["FCD", "W1 pos to teacher"]) / 2)
+    assert table.loc["Student", "mean pos"] == pytest.approx(
+        (first.loc["Student", "mean pos"] + second.loc["Student", "mean pos"]) / 2)
+    assert set(table["seeds"]) == {2}
 
 
 # ----------------------------------------------------------------------------- figures

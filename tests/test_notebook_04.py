@@ -13,8 +13,8 @@ def test_notebook_04_runs_on_the_smoke_profile(smoke_notebook, tmp_path):
     results = smoke_notebook("04_icd_face")
 
     claims = pd.read_csv(results / "claims.csv")
-    assert list(claims.id) == ["FCD:neg-match", "FCD:pos-lower", "ICD:pos-higher",
-                               "ICD:pos-closer", "ICD:TAR"]
+    assert list(claims.id) == ["premise:teacher-compact", "FCD:neg-match", "FCD:pos-lower",
+                               "ICD:pos-higher", "ICD:pos-closer", "ICD:TAR"]
     assert set(claims.status) == {"not assessed"} and claims.effect.notna().all()
     beside = pd.read_csv(results / "claims_beside_paper.csv")
     assert list(beside.id) == list(claims.id) and beside["paper says"].notna().all()
@@ -27,6 +27,11 @@ def test_notebook_04_runs_on_the_smoke_profile(smoke_notebook, tmp_path):
     assert similarity[["mean pos", "mean neg"]].abs().le(1).all().all()
     tar = pd.read_csv(results / "tar_at_far.csv")
     assert len(tar) == 4 and tar["TAR@0.1"].between(0, 1).all()
+    health = pd.read_csv(results / "training_health.csv")
+    assert list(health.model) == ["Teacher", "Student", "FCD", "FCD+ICD"]
+    assert set(pd.read_csv(results / "protocols.csv")["key"]) == {"lfw", "cfp_fp", "agedb", "ijb"}
+    clusters = pd.read_csv(results / "cluster_quality.csv")
+    assert set(clusters.model) == {"Teacher", "Student", "FCD", "FCD+ICD"}
 
     ablation = pd.read_csv(results / "ablation.csv")
     assert list(ablation.variant) == ["no ICD", "K=2, σ=0.05", "K=4, σ=0.05", "K=8, σ=0.05",
@@ -38,11 +43,12 @@ def test_notebook_04_runs_on_the_smoke_profile(smoke_notebook, tmp_path):
     sizes = pd.read_csv(results / "model_sizes.csv")
     assert list(sizes.role) == ["teacher", "student", "teacher", "student"]
 
-    for figure in ("training_curves", "similarity_distributions", "roc", "tsne", "ablation"):
+    for figure in ("training_curves", "similarity_distributions", "roc", "tsne", "ablation",
+                   "cluster_quality"):
         for ext in ("png", "pdf", "svg"):
             assert (tmp_path / "figures" / "04_icd_face" / f"{figure}.{ext}").exists()
     provenance = json.loads((results / "provenance.json").read_text())
     assert provenance["profile"]["name"] == "smoke" and provenance["runtime_s"] > 0
-    assert set(provenance["timings_s"]) == {"training", "evaluation", "t-SNE", "claims",
-                                            "ablation"}
+    assert set(provenance["timings_s"]) == {"training", "evaluation", "t-SNE", "clustering",
+                                            "claims", "ablation"}
     assert "04_icd_face" in (tmp_path / "results" / "CLAIMS.md").read_text()

@@ -22,7 +22,7 @@ the threshold (:func:`reportable_fars`); elsewhere it is NaN.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -420,6 +420,23 @@ def similarity_table(evaluations: Mapping[str, Sequence[Evaluation]],
         name: {**seed_mean([similarity_stats(ev.positives(protocol), ev.negatives(protocol))
                             for ev in runs]), "seeds": len(runs)}
         for name, runs in evaluations.items()}).T
+
+
+def seed_average(table: Callable[..., pd.DataFrame],
+                 evaluations: Mapping[str, Sequence[Evaluation]], *args: Any,
+                 **kwargs: Any) -> pd.DataFrame:
+    """A table of one run per model (``table({name: Evaluation}, *args, **kwargs)``) made for
+    every seed and averaged: float columns are the mean over the seeds, the rows and the other
+    columns those of the first seed's table; a ``seeds`` column says how many."""
+    seeds = min(len(runs) for runs in evaluations.values())
+    frames = [table({name: runs[s] for name, runs in evaluations.items()}, *args, **kwargs)
+              for s in range(seeds)]
+    averaged = frames[0].copy()
+    for column in averaged.columns:
+        if pd.api.types.is_float_dtype(averaged[column]):
+            averaged[column] = np.mean([f[column].to_numpy(dtype=float) for f in frames], axis=0)
+    averaged["seeds"] = seeds
+    return averaged
 
 
 def seed_mean(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:

@@ -46,10 +46,12 @@ from ..report import figures as figs
 from ..report.claims import Claim, evaluate_claims
 from ..report.evidence import face_tests
 from ..evaluation.benchmark import (
-    Evaluation, FaceBenchmark, evaluate_models, identity_sample_rows)
+    Evaluation, FaceBenchmark, evaluate_seeds, identity_sample_rows)
 from ..evaluation.comparisons import stratified_mean_bootstrap
 from ..zoo import (
-    DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, teacher_spec, train_all, training_spec)
+    DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, teacher_spec, train_seeds, training_spec)
+
+Runs = Sequence[Evaluation]
 
 STUDENT_BACKBONE = "mobilefacenet"
 # The paper's pair, for the model-size table: ResNet-50 teacher, MobileNetV2 student (our
@@ -83,6 +85,8 @@ CLAIM_PROTOCOL = "ijb"
 TAR_FARS = (1e-3, 1e-2, 1e-1)
 
 PAPER_SOURCE = "ICD-Face (Yu et al., ICCV 2023)"
+# The claim every other one rests on: a teacher more compact than the student.
+PREMISE = "premise:teacher-compact"
 TSNE_IDENTITIES = 12
 
 
@@ -187,13 +191,17 @@ def specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
 
 def train(bench: FaceBenchmark, device: str | torch.device = "cpu",
           cache_dir=DEFAULT_CACHE_DIR, names: Sequence[str] | None = None,
-          log: Callable[[str], None] = print) -> dict[str, TrainedModel]:
-    """Train (or load from the model zoo) the models of :func:`specs`, or those ``names``."""
-    return train_all(specs(bench), cache_dir=cache_dir, device=device, log=log, names=names)
+          log: Callable[[str], None] = print,
+          seeds: int | None = None) -> dict[str, list[TrainedModel]]:
+    """Train (or load from the model zoo) the models of :func:`specs` (or those ``names``),
+    once per training seed (the profile's ``seeds`` unless given; the teacher of seed ``s``
+    distils the students of seed ``s``): ``{name: [seed 0, seed 1, ...]}``."""
+    return train_seeds(specs(bench), seeds or bench.profile.seeds, cache_dir=cache_dir,
+                       device=device, log=log, names=names)
 
 
-# every protocol of the benchmark for every model: evaluate(models, bench, device)
-evaluate = evaluate_models
+# every protocol of the benchmark for every run of every model: evaluate(models, bench, device)
+evaluate = evaluate_seeds
 
 
 # ----------------------------------------------------------------------------- tables
@@ -277,42 +285,53 @@ def tar_table(evaluations: Mapping[str, Evaluation], protocol: str = CLAIM_PROTO
                          for name, ev in evaluations.items()])
 
 
-def ablation_table(evaluations: Mapping[str, Evaluation], teacher: Evaluation, n_boot: int,
-                   seed: int = 0, protocol: str = CLAIM_PROTOCOL) -> pd.DataFrame:
+def _run_mean(runs: Runs, value: Callable[[Evaluation], float]) -> float:
+    return float(np.mean([value(ev) for ev in runs]))
+
+
+def _run_summary(runs: Runs, protocol: str) -> dict[str, float]:
+    """Mean over runs of the mean similarities, TAR@1e-3 and LFW-like accuracy."""
+    return {"mean pos": _run_mean(runs, lambda ev: ev.positives(protocol).mean()),
+            "mean neg": _run_mean(runs, lambda ev: ev.negatives(protocol).mean()),
+            "TAR@1e-3": _run_mean(runs, lambda ev: ev.tar[protocol][1e-3]),
+            "LFW-like acc": _run_mean(runs, lambda ev: 100 * ev.verification["lfw"]
+                                      .accuracy_mean if "lfw" in ev.verification else math.nan)}
+
+
+def ablation_table(evaluations: Mapping[str, Runs | Evaluation], teacher: Runs | Evaluation,
+                   n_boot: int, seed: int = 0, protocol: str = CLAIM_PROTOCOL) -> pd.DataFrame:
     """One row per ablation variant: K, σ, mean positive and negative similarity, the change in
     mean positive similarity from the :data:`NO_ICD` reference with its 95% interval
-    (stratified paired bootstrap), TAR at 1e-3, LFW-like accuracy, and the variant's
-    bank memory at the paper's scale."""
+    (stratified bootstrap over seeds and test identities), TAR at 1e-3, LFW-like accuracy (each
+    the mean over the runs), and the variant's bank memory at the paper's scale."""
     if NO_ICD not in evaluations:
         raise ConfigError(f"the ablation needs its reference {NO_ICD!r}; got "
                           f"{', '.join(evaluations)}")
-    reference = evaluations[NO_ICD]
+    runs = {name: [value] if isinstance(value, Evaluation) else list(value)
+            for name, value in evaluations.items()}
+    reference = runs[NO_ICD]
     grid = {ablation_label(k, s): (k, s) for k, s in ablation_grid()}
     rows = []
-    for name, ev in evaluations.items():
+    for name, model_runs in runs.items():
         slots, bandwidth = grid.get(name, (pd.NA, math.nan))
-        row = {"variant": name, "K": slots, "σ": bandwidth,
-               "mean pos": float(ev.positives(protocol).mean()),
-               "mean neg": float(ev.negatives(protocol).mean())}
+        summary = _run_summary(model_runs, protocol)
+        row = {"variant": name, "K": slots, "σ": bandwidth, "mean pos": summary["mean pos"],
+               "mean neg": summary["mean neg"]}
         if name == NO_ICD:
             row.update({"Δ pos vs no ICD": 0.0, "ci_low": math.nan, "ci_high": math.nan})
         else:
-            result = stratified_mean_bootstrap(ev, reference, protocol, True, n_boot, seed)
+            result = stratified_mean_bootstrap(model_runs, reference, protocol, True, n_boot,
+                                               seed)
             row.update({"Δ pos vs no ICD": result.effect, "ci_low": result.ci_low,
                         "ci_high": result.ci_high})
-        row.update({"TAR@1e-3": ev.tar[protocol][1e-3],
-                    "LFW-like acc": 100 * ev.verification["lfw"].accuracy_mean
-                    if "lfw" in ev.verification else math.nan,
+        row.update({"TAR@1e-3": summary["TAR@1e-3"], "LFW-like acc": summary["LFW-like acc"],
                     "paper-scale MiB per bank": FeatureBank.estimate_bytes(slots) / 2**20
                     if name in grid else 0.0})
         rows.append(row)
     frame = pd.DataFrame(rows)
+    teacher_runs = [teacher] if isinstance(teacher, Evaluation) else list(teacher)
     teacher_row = {"variant": TEACHER, "K": pd.NA, "σ": math.nan,
-                   "mean pos": float(teacher.positives(protocol).mean()),
-                   "mean neg": float(teacher.negatives(protocol).mean()),
-                   "TAR@1e-3": teacher.tar[protocol][1e-3],
-                   "LFW-like acc": 100 * teacher.verification["lfw"].accuracy_mean
-                   if "lfw" in teacher.verification else math.nan}
+                   **_run_summary(teacher_runs, protocol)}
     frame = pd.concat([frame, pd.DataFrame([teacher_row])], ignore_index=True)
     frame["K"] = frame["K"].astype("Int64")
     return frame
@@ -328,23 +347,31 @@ def claims() -> list[Claim]:
     observation = f"{PAPER_SOURCE}: the FCD observation (abstract, motivation)"
     fix = f"{PAPER_SOURCE}: ICD (abstract, experiments)"
     protocol = CLAIM_PROTOCOL
+    premise = (PREMISE,)
     return [
+        Claim(PREMISE, "Premise: the teacher is more compact than the student trained alone "
+              "(higher mean positive-pair similarity); without it ICD has nothing to transfer",
+              observation, "mean positive similarity teacher − student", "stratified:positive",
+              (TEACHER, STUDENT), protocol,
+              paper_says="the teacher's intra-class similarities are higher than the "
+              "student's: the compactness ICD distils"),
         Claim("FCD:neg-match", "Under FCD the student's negative-pair similarities match the "
               f"teacher's: mean within ±{delta:g} (equivalence)", observation,
               f"|mean negative similarity FCD − teacher| − {delta:g}", "stratified:negative",
               (FCD, TEACHER), protocol, direction="equivalent", margin=delta,
+              requires=premise,
               paper_says="FCD keeps the inter-class discrepancy: the student's similarity "
               "distribution of negative pairs is similar to the teacher's."),
         Claim("FCD:pos-lower", "Under FCD the student's positive-pair similarities are clearly "
               f"lower than the teacher's: mean lower by more than {delta:g}", observation,
               f"mean positive similarity FCD − teacher + {delta:g}", "stratified:positive",
-              (FCD, TEACHER), protocol, direction="less", bound=-delta,
+              (FCD, TEACHER), protocol, direction="less", bound=-delta, requires=premise,
               paper_says="\"after using FCD, we observe that the intra-class similarities of "
               "the student model are lower than the intra-class similarities of the teacher "
               "model a lot\""),
         Claim("ICD:pos-higher", "Adding ICD raises the student's positive-pair similarities "
               "over FCD alone", fix, "mean positive similarity FCD+ICD − FCD",
-              "stratified:positive", (FCD_ICD, FCD), protocol,
+              "stratified:positive", (FCD_ICD, FCD), protocol, requires=premise,
               paper_says="ICD (the similarity distribution consistency loss over feature "
               "banks) is introduced \"to improve the intra-class compactness of the student "
               "model\""),
@@ -352,27 +379,30 @@ def claims() -> list[Claim]:
               "toward the teacher's: FCD+ICD's mean is closer to the teacher's than FCD's", fix,
               "|mean pos FCD+ICD − teacher| − |mean pos FCD − teacher|",
               f"closeness:{TEACHER}", (FCD_ICD, FCD), protocol, direction="less",
-              paper_says="the SDC loss makes the student's similarity distribution of positive "
+              requires=premise, paper_says="the SDC loss makes the student's similarity distribution of positive "
               "pairs consistent with the teacher's (\"we estimate the probability "
               "distributions of the teacher and student models and introduce the Similarity "
               "Distribution Consistency (SDC) loss\")"),
         Claim("ICD:TAR", f"FCD+ICD improves TAR at FAR={LOW_FAR:g} over FCD alone", fix,
               f"TAR@{LOW_FAR:g} FCD+ICD − FCD", f"pairs:tar@{LOW_FAR:g}", (FCD_ICD, FCD),
-              protocol, paper_says="ICD-Face beats earlier FR distillation (FCD) on IJB-B and "
+              protocol, requires=premise,
+              paper_says="ICD-Face beats earlier FR distillation (FCD) on IJB-B and "
               "IJB-C (verification TAR at low FAR) and MegaFace; ResNet-50 teacher, "
               "MobileNetV2 student (no numbers available to us)"),
     ]
 
 
-def check_claims(evaluations: Mapping[str, Evaluation], n_boot: int, assess: bool,
-                 seed: int = 0) -> pd.DataFrame:
-    """Every claim of :func:`claims` checked on the face benchmark's paired tests
-    (:func:`fkdlib.report.evidence.face_tests`: stratified by class for mean similarities)."""
+def check_claims(evaluations: Mapping[str, Runs | Evaluation], n_boot: int, assess: bool,
+                 seed: int = 0, unhealthy: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Every claim of :func:`claims` checked on the face benchmark's tests
+    (:func:`fkdlib.report.evidence.face_tests`: stratified by class for mean similarities,
+    seeds and test identities resampled); the paper's claims only where the premise holds and
+    no model they compare is in ``unhealthy``."""
     missing = [name for name in METHODS if name not in evaluations]
     if missing:
         raise ConfigError(f"the claims need evaluations of {', '.join(METHODS)}; missing "
                           f"{', '.join(missing)}")
-    return evaluate_claims(claims(), face_tests(evaluations, n_boot, seed), assess)
+    return evaluate_claims(claims(), face_tests(evaluations, n_boot, seed), assess, unhealthy)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -494,7 +524,7 @@ def roc_figure(evaluations: Mapping[str, Evaluation], protocol: str = CLAIM_PROT
 
 __all__ = [
     "ABLATION_EPOCHS", "BANDWIDTHS", "BANK_SIZES", "EQUIVALENCE_MARGIN", "FCD", "FCD_ICD",
-    "LOW_FAR", "METHODS", "NO_ICD", "STUDENT", "STUDENT_BACKBONE", "TEACHER",
+    "LOW_FAR", "METHODS", "NO_ICD", "PREMISE", "STUDENT", "STUDENT_BACKBONE", "TEACHER",
     "ablation_figure", "ablation_grid", "ablation_label", "ablation_specs", "ablation_table",
     "ablation_train_overrides", "bank_memory", "check_claims", "claims", "evaluate",
     "fcd_loss", "icd_loss", "method_specs", "model_sizes", "roc_figure", "similarity_figure",
