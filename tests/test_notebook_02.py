@@ -9,7 +9,7 @@ import pytest
 
 NAME = "02_vargfacenet"
 FIGURES = ("efficiency", "training_curves", "generations", "accuracy_vs_cost",
-           "similarity_distributions", "roc", "projections")
+           "similarity_distributions", "roc", "projections", "cluster_quality")
 
 
 @pytest.mark.slow
@@ -17,7 +17,8 @@ def test_notebook_02_runs_on_the_smoke_profile(smoke_notebook, tmp_path):
     results = smoke_notebook(NAME)
 
     claims = pd.read_csv(results / "claims.csv")
-    assert len(claims) == 10 and set(claims.status) == {"not assessed"}
+    assert len(claims) == 14 and set(claims.status) == {"not assessed"}
+    assert claims.set_index("id").loc["premise:variable-groups", "effect"] == 1 - 1.5
     exact = claims.set_index("id").loc["VarGFaceNet<IR50:params"]
     assert exact.effect < 0 and exact.ci_low == exact.ci_high == exact.effect
 
@@ -26,6 +27,10 @@ def test_notebook_02_runs_on_the_smoke_profile(smoke_notebook, tmp_path):
                                         "IResNet-50",
                                         "MobileFaceNet", "VarGFaceNet", "VarGFaceNet (S=1)"]
     assert verification["LFW-like acc"].between(0, 100).all()
+
+    health = pd.read_csv(results / "training_health.csv")
+    assert "VarGFaceNet from scratch, as long as gen 1" in set(health.model)
+    assert set(pd.read_csv(results / "protocols.csv")["key"]) == {"lfw", "cfp_fp", "agedb", "ijb"}
 
     generations = pd.read_csv(results / "generations.csv")
     assert generations.generation.dropna().tolist() == [0, 1, 2]
