@@ -124,3 +124,28 @@ def test_model_health_measures_every_seed_on_its_training_images(tmp_path):
         model_health(models, {"m": embeddings["m"][:1]})
     with pytest.raises(ConfigError, match="no test embeddings for \\['m'\\]"):
         model_health(models, {})
+
+
+def test_the_health_figure_plots_every_run_against_the_gate():
+    from fkdlib.report.figures import plot_training_health
+
+    healthy = {"train_top1": 0.97, "class_margin": 0.3, "max_weight_cosine": 0.5,
+               "effective_dim": 12.0, "final_loss_drop": 0.01}
+    collapsed = {"train_top1": 0.58, "class_margin": 0.007, "max_weight_cosine": 0.9996,
+                 "effective_dim": 3.3, "final_loss_drop": 0.02}
+    table = health_table({("Softmax", 0): healthy, ("ArcFace", 0): collapsed,
+                          ("ArcFace", 1): dict(collapsed, train_top1=0.6)})
+    gate = HealthGate()
+    fig = plot_training_health(table, gate)
+    first = fig.axes[0]
+    points = [(line.get_xdata()[0], line.get_ydata()[0], line.get_markerfacecolor())
+              for line in first.lines if line.get_marker() == "o"]
+    assert [(x, y) for x, y, _ in points] == [(0.97, 0), (0.58, 1), (0.6, 1)]
+    assert points[1][2] == "white" and points[0][2] != "white"  # hollow: fails the gate
+    thresholds = [line.get_xdata()[0] for ax in fig.axes for line in ax.lines
+                  if line.get_marker() in ("None", "", None)]
+    assert thresholds == [gate.min_train_top1, gate.max_weight_cosine, gate.min_effective_dim,
+                          gate.max_final_loss_drop]
+    assert [t.get_text() for t in first.get_yticklabels()] == ["Softmax", "ArcFace"]
+    with pytest.raises(ConfigError, match="lacks the columns"):
+        plot_training_health(table.drop(columns="effective_dim"), gate)

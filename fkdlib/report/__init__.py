@@ -7,6 +7,7 @@ from .figures import (
     plot_embedding_2d,
     plot_roc,
     plot_similarity_distributions,
+    plot_training_health,
     projection_grid,
     roc_figure,
     save_figure,
@@ -20,7 +21,7 @@ from .results import markdown_table, save_table, side_by_side
 __all__ = [
     "Claim", "ClaimResult", "Evidence", "evaluate_claims", "list_references", "load_reference",
     "markdown_table", "method_color", "plot_cluster_quality", "plot_embedding_2d", "plot_roc",
-    "plot_similarity_distributions", "projection_grid", "reference_table", "roc_figure",
+    "plot_similarity_distributions", "plot_training_health", "projection_grid", "reference_table", "roc_figure",
     "save_claims", "save_figure", "save_table", "side_by_side", "similarity_grid",
     "style_context", "use_style",
 ]

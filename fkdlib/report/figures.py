@@ -494,3 +494,59 @@ def plot_cluster_quality(table: Any, metric: str = "ami", ax: Axes | None = None
         if handle is blank:
             text.set_fontweight("bold")
     return fig
+
+
+# Panels of the training-health figure: measure, axis label, the gate's field, and whether a
+# model fails by being below (True) or above (False) the threshold.
+_HEALTH_PANELS = (
+    ("train_top1", "training top-1", "min_train_top1", True),
+    ("max_weight_cosine", "largest cosine between two class weights", "max_weight_cosine",
+     False),
+    ("effective_dim", "effective dimension of test embeddings", "min_effective_dim", True),
+    ("final_loss_drop", "loss drop in the last epoch", "max_final_loss_drop", False),
+)
+
+
+def plot_training_health(table: Any, gate: Any, colors: Mapping[str, str] | None = None
+                         ) -> Figure:
+    """The training-health table (:func:`~fkdlib.evaluation.health.model_health`) against its
+    gate (:class:`~fkdlib.evaluation.health.HealthGate`): one panel per measure, one row per
+    model with a dot per seed (hollow when that run fails the gate), the gate's threshold as a
+    line and its failing side shaded. What a collapsed margin loss looks like: training top-1
+    far from 1, two class weights at cosine ≈ 1, a handful of effective dimensions."""
+    needed = ["model", "seed", "converged"] + [p[0] for p in _HEALTH_PANELS]
+    missing = [column for column in needed if column not in getattr(table, "columns", ())]
+    if missing:
+        raise ConfigError(f"the health table lacks the columns {missing}; pass the DataFrame "
+                          "of fkdlib.evaluation.health.model_health")
+    models = list(dict.fromkeys(table["model"]))
+    rows = np.arange(len(models))
+    fig, axes = plt.subplots(1, len(_HEALTH_PANELS), figsize=(3.6 * len(_HEALTH_PANELS),
+                                                               0.45 * len(models) + 1.6),
+                             sharey=True, squeeze=False)
+    for ax, (column, label, field, below_fails) in zip(axes[0], _HEALTH_PANELS):
+        values = table[column].to_numpy(dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        threshold = float(getattr(gate, field))
+        low = min([threshold, *finite]) if finite.size else threshold
+        high = max([threshold, *finite]) if finite.size else threshold
+        pad = 0.08 * (high - low or 1.0)
+        ax.set_xlim(low - pad, high + pad)
+        if below_fails:
+            ax.axvspan(low - pad, threshold, color="#FBE3E3", zorder=0)
+        else:
+            ax.axvspan(threshold, high + pad, color="#FBE3E3", zorder=0)
+        ax.axvline(threshold, color="#990000", lw=1)
+        for row, model in zip(rows, models):
+            runs = table[table["model"] == model]
+            color = method_color(model, colors)
+            for value, healthy in zip(runs[column], runs["converged"].astype(bool)):
+                ax.plot(value, row, "o", color=color, markersize=7,
+                        markerfacecolor=color if healthy else "white")
+        ax.set(xlabel=label)
+        ax.grid(axis="y", visible=False)
+    axes[0, 0].set_yticks(rows, models)
+    axes[0, 0].set_ylim(len(models) - 0.5, -0.5)
+    fig.suptitle("Training health of every model and seed (shaded: fails the gate; hollow: a "
+                 "run that fails it)", fontsize=11)
+    return fig
