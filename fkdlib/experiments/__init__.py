@@ -5,9 +5,10 @@ Every paper module offers the same small API, so that adding a paper means addin
 
 =====================================  ======================================================
 ``specs(setup) -> {name: ModelSpec}``  every model the notebook trains, as plain data
-``train(setup, device, cache_dir,      :func:`fkdlib.zoo.train_all` of those specs (or of
-names=None, log) -> {name: model}``    ``names``), cached in the model zoo
-``evaluate(models, setup, device)``    :func:`fkdlib.evaluation.benchmark.evaluate_models`
+``train(setup, device, cache_dir,      :func:`fkdlib.zoo.train_seeds` of those specs (or of
+names=None, log, seeds=None)           ``names``), once per training seed, cached in the
+-> {name: [model per seed]}``          model zoo
+``evaluate(models, setup, device)``    :func:`fkdlib.evaluation.benchmark.evaluate_seeds`
                                        (or the paper's own evaluation, e.g. CIFAR logits)
 table functions ``-> DataFrame``       ours beside the paper's stored tables
                                        (:mod:`fkdlib.report.references`)
@@ -15,7 +16,8 @@ table functions ``-> DataFrame``       ours beside the paper's stored tables
                                        (:class:`fkdlib.report.claims.Claim`)
 ``check_claims(...) -> DataFrame``     :func:`fkdlib.report.claims.evaluate_claims` of those
                                        claims with :func:`fkdlib.report.evidence.face_tests`
-                                       plus the paper's own tests
+                                       plus the paper's own tests (seeds and identities
+                                       resampled; ``unhealthy`` models not assessed)
 =====================================  ======================================================
 
 ``setup`` is the face benchmark (:func:`fkdlib.evaluation.benchmark.face_benchmark`) or the
