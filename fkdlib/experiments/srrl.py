@@ -22,12 +22,19 @@ The ablations (thesis Tables 4.2–4.5) are rows of the same study: the distilla
 (the last feature vs earlier stages vs several), the form of L_SR (L2 / CE / KL), the
 teacher–student KL and the cross-entropy with labels on images of training classes, the L2
 distance between ``h_T`` and ``h_S`` and the NMI of k-means clusters of the test features.
+
+Every network is trained once per training seed (the profile's ``seeds``,
+:func:`~fkdlib.zoo.train_seeds`; the teacher of seed ``s`` distils the students of seed ``s``),
+on both tasks. Tables give the mean over the seeds, figures the first seed. Every claim's
+interval is a :func:`~fkdlib.evaluation.uncertainty.hierarchical_bootstrap` that resamples the
+seeds and the claim's test units (:func:`claim_tests` says which units and why), and every
+claim rests on the premise :data:`PREMISE` that the teacher beats the student trained alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,17 +47,22 @@ from ..data import build_dataset, parse_data_arg
 from ..distill import AT_STAGES, FITNET_WEIGHT, KD_CE_WEIGHT, KD_WEIGHT, PKT_WEIGHT, RKD_WEIGHT
 from ..distill import AT_WEIGHT as AT_LOSS_WEIGHT
 from ..errors import ConfigError
-from ..evaluation import ClusterAnalysis, project, seed_bootstrap
+from ..evaluation import ClusterAnalysis, available_targets, cluster_quality, project
 from ..evaluation.benchmark import (
-    Evaluation, FaceBenchmark, evaluate_models, face_benchmark, lowest_reportable_far)
+    Evaluation, FaceBenchmark, evaluate_seeds, face_benchmark, identity_sample_rows,
+    lowest_reportable_far, pool_embeddings, seed_mean)
 from ..evaluation.classification import (
     ClassificationEvaluation, fitted_l2, label_cross_entropy, model_outputs, teacher_kl, unit_rows)
-from ..evaluation.clustering import nmi_bootstrap
+from ..evaluation.clustering import _ResampledNMI
+from ..evaluation.health import model_health
+from ..evaluation.similarity import BootstrapResult, mean_positive_similarity
+from ..evaluation.uncertainty import hierarchical_bootstrap
 from ..profiles import Profile, get_profile
 from ..report import figures as figs
 from ..report.claims import Claim, ClaimTest, Evidence, evaluate_claims, rival
 from ..report.references import load_reference
-from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, teacher_spec, train_all, training_spec
+from ..zoo import (
+    DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, teacher_spec, train_seeds, training_spec)
 
 NOTEBOOK = "03_srrl"
 FACE, CIFAR = "face", "cifar"
@@ -58,14 +70,19 @@ FACE, CIFAR = "face", "cifar"
 # --- the face study ------------------------------------------------------------------------
 STUDENT_BACKBONE = "mobilefacenet"
 # Fraction of the teacher's epochs given to each student, per profile (1 where not listed).
-# Fifteen students must fit the default profile's 15-minute budget on two CPU cores with the
-# teacher cached (about 2 minutes of it is evaluation and analysis), so at that profile every
-# student trains for 40% of the teacher's epochs, 5 of 12: the same for every row, so rows
-# compare.
+# Fifteen students per training seed run on two CPU cores at the default profile, so there
+# every student trains for 40% of the teacher's epochs (10 of 24): the same for every row, so
+# rows compare. Whether that is enough to converge is what the training-health table shows
+# (a claim on a row failing its gate is not assessed).
 STUDENT_EPOCH_FRACTION = {"default": 0.4}
 # New images of each training identity (never trained on) for the teacher–student KL and the
 # cross-entropy with labels (Table 4.3), and for fitting the map behind the L2 distance.
 HELDOUT_IMAGES_PER_IDENTITY = 4
+# Test identities (all their images) whose features k-means clusters for the NMI of Table 4.5
+# on faces: a cluster per identity over all 1,000 test identities of the default profile
+# would cost about a minute per row and seed; 200 (1,800 images) cost about a second and are
+# the sample cluster_quality analyses too. Fewer identities in the test pool: all of them.
+NMI_IDENTITIES = 200
 
 # --- the CIFAR study -----------------------------------------------------------------------
 # (teacher, student) WRN depth and widen factor: the thesis pair at the paper profile (Table
@@ -97,6 +114,11 @@ KD_ZOO = ("KD", "FitNet", "AT", "RKD", "PKT")
 SRRL_ROWS = ("L_FM", "L_SR", OURS)
 GROUPS = ("main", "position", "sr_form", "unlabeled")
 TSNE_ROWS = (STUDENT, "L_FM", "L_SR", OURS, TEACHER)
+# The rows of the cluster purity / AMI table and figure: the main table's (the ablations would
+# crowd the figure with 32 series).
+CLUSTER_ROWS = (TEACHER, STUDENT, *KD_ZOO, *SRRL_ROWS)
+# The claim every other one rests on: a teacher better than the student trained alone.
+PREMISE = "premise:teacher-better"
 TSNE_CLASSES = 10
 # k-means and t-SNE of a few thousand points run in one thread (threadpoolctl): they gain
 # nothing from a second one, and OpenMP threads that spin-wait on a busy two-core machine
@@ -357,23 +379,54 @@ def specs(study: SRRLStudy) -> dict[str, ModelSpec]:
 
 
 def train(study: SRRLStudy, device: str | torch.device = "cpu", cache_dir=DEFAULT_CACHE_DIR,
-          names: Sequence[str] | None = None,
-          log: Callable[[str], None] = print) -> dict[str, TrainedModel]:
-    """Train (or load from the model zoo) the teacher and the rows ``names`` (default: all)."""
+          names: Sequence[str] | None = None, log: Callable[[str], None] = print,
+          seeds: int | None = None) -> dict[str, list[TrainedModel]]:
+    """Train (or load from the model zoo) the teacher and the rows ``names`` (default: all),
+    once per training seed (the profile's ``seeds`` unless given; the teacher of seed ``s``
+    distils the students of seed ``s``, the unlabeled row's mixup draws move with the seed):
+    ``{row: [seed 0, seed 1, ...]}``. Faces and CIFAR take the same path."""
     chosen = None if names is None else list(dict.fromkeys([TEACHER, *names]))
-    return train_all(specs(study), cache_dir=cache_dir, device=device, log=log, names=chosen)
+    return train_seeds(specs(study), seeds or study.profile.seeds, cache_dir=cache_dir,
+                       device=device, log=log, names=chosen)
 
 
-def training_times(models: Mapping[str, TrainedModel]) -> pd.DataFrame:
-    """Seconds and images per second of each model's training (as recorded when trained)."""
+def _runs(value: Any) -> list[Any]:
+    """A row's runs as a list: a list or tuple holds one entry per training seed, anything else
+    is a single run."""
+    runs = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not runs:
+        raise ConfigError("a row has no runs; give one per training seed")
+    return runs
+
+
+def _first(value: Any) -> Any:
+    """The first seed's run of a row (what a figure of one run shows)."""
+    return _runs(value)[0]
+
+
+def training_times(models: Mapping[str, TrainedModel | Sequence[TrainedModel]]
+                   ) -> pd.DataFrame:
+    """Per row: its seeds, whether every run came from the cache, the seconds of training of
+    all its seeds together and the mean images per second (as recorded when trained)."""
     rows = []
-    for name, model in models.items():
-        history = model.history
-        rows.append({"row": name, "from cache": model.from_cache,
-                     "train s": float(history["time_s"].sum()) if "time_s" in history else np.nan,
-                     "images/s": float(history["images_per_s"].mean())
-                     if "images_per_s" in history else np.nan})
+    for name, value in models.items():
+        runs = _runs(value)
+        seconds = [float(m.history["time_s"].sum()) for m in runs if "time_s" in m.history]
+        speeds = [float(m.history["images_per_s"].mean()) for m in runs
+                  if "images_per_s" in m.history]
+        rows.append({"row": name, "seeds": len(runs),
+                     "from cache": all(m.from_cache for m in runs),
+                     "train s (all seeds)": float(np.sum(seconds)) if seconds else np.nan,
+                     "images/s": float(np.mean(speeds)) if speeds else np.nan})
     return pd.DataFrame(rows)
+
+
+@dataclass(eq=False)
+class CifarEvaluation(ClassificationEvaluation):
+    """A classifier's results on the CIFAR test split plus the test images' penultimate
+    features (float32), for the effective dimension of the training-health table."""
+
+    features: np.ndarray | None = field(default=None, repr=False)
 
 
 RowEvaluation = Evaluation | ClassificationEvaluation
@@ -385,17 +438,46 @@ def _images_and_labels(spec: Mapping[str, Any]) -> tuple[torch.Tensor, np.ndarra
     return images, dataset.metadata["identity"].to_numpy()
 
 
-def evaluate(models: Mapping[str, TrainedModel], study: SRRLStudy,
-             device: str | torch.device = "cpu") -> dict[str, RowEvaluation]:
-    """Face: every protocol of the benchmark
-    (:func:`~fkdlib.evaluation.benchmark.evaluate_models`); CIFAR: logits on the test split."""
+def evaluate(models: Mapping[str, Sequence[TrainedModel]], study: SRRLStudy,
+             device: str | torch.device = "cpu") -> dict[str, list[RowEvaluation]]:
+    """Every run of every row (:func:`train`): ``{row: [evaluation of seed 0, ...]}``. Face:
+    every protocol of the benchmark (:func:`~fkdlib.evaluation.benchmark.evaluate_seeds`);
+    CIFAR: logits and features on the test split (:class:`CifarEvaluation`)."""
+    runs = {name: _runs(value) for name, value in models.items()}
     if study.is_face:
-        return evaluate_models(models, study.bench, device)
+        return evaluate_seeds(runs, study.bench, device)
     images, labels = _images_and_labels(study.test_data)
-    return {name: ClassificationEvaluation(
-                name, model_outputs(model.backbone, model.head, images, device=device)[1],
-                labels)
-            for name, model in models.items()}
+    out: dict[str, list[RowEvaluation]] = {}
+    for name, replicates in runs.items():
+        out[name] = []
+        for model in replicates:
+            features, logits = model_outputs(model.backbone, model.head, images, device=device)
+            out[name].append(CifarEvaluation(name, logits, labels,
+                                             features.astype(np.float32)))
+    return out
+
+
+def training_health(study: SRRLStudy, models: Mapping[str, Sequence[TrainedModel]],
+                    evaluations: Mapping[str, Sequence[RowEvaluation]]) -> pd.DataFrame:
+    """:func:`~fkdlib.evaluation.health.model_health` of every row and seed: each run measured
+    on its own training images, its effective dimension on the test embeddings (face: the
+    benchmark's test pool, flip-test embeddings; CIFAR: the test split's features)."""
+    runs = {name: _runs(value) for name, value in models.items()}
+    missing = [name for name in runs if name not in evaluations]
+    if missing:
+        raise ConfigError(f"training_health needs the evaluations of {missing}")
+    chosen = {name: _runs(evaluations[name]) for name in runs}
+    if study.is_face:
+        embeddings = pool_embeddings(chosen)
+    else:
+        embeddings = {}
+        for name, replicates in chosen.items():
+            features = [getattr(ev, "features", None) for ev in replicates]
+            if any(f is None for f in features):
+                raise ConfigError(f"{name}: CIFAR evaluations without test features; make "
+                                  "them with srrl.evaluate")
+            embeddings[name] = features
+    return model_health(runs, embeddings)
 
 
 def success(evaluation: RowEvaluation) -> np.ndarray:
@@ -410,18 +492,42 @@ def success(evaluation: RowEvaluation) -> np.ndarray:
     return evaluation.identification.probe_ranks == 1
 
 
+def success_units(study: SRRLStudy, size: int) -> np.ndarray:
+    """The resampling unit of each of ``size`` :func:`success` samples: the identity of each
+    identification probe (face; the benchmark's split) or each CIFAR test image itself."""
+    if not study.is_face:
+        return np.arange(size)
+    split = study.bench.identification if study.bench is not None else None
+    if split is None:
+        raise ConfigError("the face claims need the benchmark's identification split (its "
+                          "probes' identities are the resampling units)")
+    labels = np.asarray(split.probe_labels)
+    if labels.size != size:
+        raise ConfigError(f"{size} probe results but the identification split has "
+                          f"{labels.size} probes")
+    return labels
+
+
 def success_metric(study: SRRLStudy) -> str:
     """What :func:`success` measures for the study's task, in words (the claims' metric)."""
     return ("rank-1 identification with distractors (%)" if study.is_face
             else "top-1 accuracy (%)")
 
 
-def results_table(evaluations: Mapping[str, RowEvaluation],
+def _mean_summary(value: Any) -> dict[str, float]:
+    """The mean over a row's runs of their ``summary()`` rows, with ``seeds``."""
+    runs = _runs(value)
+    return {**seed_mean([ev.summary() for ev in runs]), "seeds": len(runs)}
+
+
+def results_table(evaluations: Mapping[str, Any],
                   rows: Sequence[str] | None = None) -> pd.DataFrame:
-    """Rows as index, the task's metrics as columns (face: 10-fold accuracies %, IJB-like
-    TAR at FAR as fractions, rank-1 %; CIFAR: top-1 / top-5 %)."""
+    """Rows as index, the task's metrics as columns, each the mean over the row's seeds (face:
+    10-fold accuracies %, IJB-like TAR at FAR as fractions, rank-1 %; CIFAR: top-1 / top-5 %),
+    and a ``seeds`` column."""
     names = [name for name in (rows or evaluations) if name in evaluations]
-    table = pd.DataFrame({name: evaluations[name].summary() for name in names}).T
+    table = pd.DataFrame({name: _mean_summary(evaluations[name]) for name in names}).T
+    table["seeds"] = table["seeds"].astype(int)
     table.index.name = "row"
     return table
 
@@ -442,13 +548,16 @@ def _headline(study: SRRLStudy) -> dict[str, str]:
     return {"Top-1": "Top-1 (ours, %)", "Top-5": "Top-5 (ours, %)"}
 
 
-def _ours(study: SRRLStudy, evaluations: Mapping[str, RowEvaluation], row: str) -> dict:
-    summary = evaluations[row].summary()
-    return {label: summary.get(key, np.nan) for key, label in _headline(study).items()}
+def _ours(study: SRRLStudy, evaluations: Mapping[str, Any], row: str) -> dict:
+    """Our headline columns of a row: the mean over its seeds, with ``seeds``."""
+    summary = _mean_summary(evaluations[row])
+    return {**{label: summary.get(key, np.nan) for key, label in _headline(study).items()},
+            "seeds": int(summary["seeds"])}
 
 
-def table_4_2(study: SRRLStudy, evaluations: Mapping[str, RowEvaluation]) -> pd.DataFrame:
-    """Losses and position of distillation (thesis Table 4.2, CIFAR-100 top-1) beside ours."""
+def table_4_2(study: SRRLStudy, evaluations: Mapping[str, Any]) -> pd.DataFrame:
+    """Losses and position of distillation (thesis Table 4.2, CIFAR-100 top-1) beside ours
+    (means over each row's seeds; ``evaluations``: row -> its runs, or a single run)."""
     paper = _paper_values("srrl_table_4_2")
     positions = THESIS_POSITION[study.task]
     thesis_rows = {STUDENT: ("", "Student (WRN-16-4)"), TEACHER: ("", "Teacher (WRN-40-4)"),
@@ -468,8 +577,8 @@ def table_4_2(study: SRRLStudy, evaluations: Mapping[str, RowEvaluation]) -> pd.
     return pd.DataFrame(rows)
 
 
-def table_4_4(study: SRRLStudy, evaluations: Mapping[str, RowEvaluation]) -> pd.DataFrame:
-    """The form of L_SR: L2 / CE / KL (thesis Table 4.4) beside ours."""
+def table_4_4(study: SRRLStudy, evaluations: Mapping[str, Any]) -> pd.DataFrame:
+    """The form of L_SR: L2 / CE / KL (thesis Table 4.4) beside ours (means over seeds)."""
     paper = _paper_values("srrl_table_4_4")
     thesis_rows = {STUDENT: "Student (WRN-16-4)", TEACHER: "Teacher (WRN-40-4)",
                    OURS: f"{OURS}-L2", f"{OURS} (CE)": f"{OURS}-CE",
@@ -488,45 +597,51 @@ FACE_PAPER_ROWS = {STUDENT: "Student", "KD": "KD", "AT": "AT", "RKD": "RKD", "PK
                    OURS: "Ours", TEACHER: "Teacher"}
 
 
-def table_4_12(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
+def table_4_12(evaluations: Mapping[str, Any]) -> pd.DataFrame:
     """MegaFace verification and identification (thesis Table 4.12) beside our IJB-like TAR
-    at FAR 1e-3 (the lowest FAR our IJB-like list reports) and rank-1 with distractors."""
+    at FAR 1e-3 (the lowest FAR our IJB-like list reports at the default profile) and rank-1
+    with distractors, each the mean over the row's seeds."""
     paper = _paper_values("srrl_table_4_12")
     rows = []
     for row in (STUDENT, *KD_ZOO, *SRRL_ROWS, TEACHER):
         if row not in evaluations:
             continue
-        ev = evaluations[row]
+        runs = _runs(evaluations[row])
         method = FACE_PAPER_ROWS.get(row, "")
-        rows.append({"row": row, "IJB-like TAR@1e-3 (ours, %)": 100 * ev.tar["ijb"][1e-3],
-                     "rank-1 (ours, %)": 100 * ev.identification.rank_accuracies[1],
-                     "thesis row": method,
+        rows.append({"row": row, "IJB-like TAR@1e-3 (ours, %)":
+                     float(np.mean([100 * ev.tar["ijb"][1e-3] for ev in runs])),
+                     "rank-1 (ours, %)": float(np.mean(
+                         [100 * ev.identification.rank_accuracies[1] for ev in runs])),
+                     "seeds": len(runs), "thesis row": method,
                      "Ver TAR@1e-6 (thesis, %)": paper.get(("", method, "Ver TAR@FAR=1e-6"),
                                                            np.nan),
                      "Id rank-1 (thesis, %)": paper.get(("", method, "Id rank-1"), np.nan)})
     return pd.DataFrame(rows)
 
 
-def table_4_13(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
+def table_4_13(evaluations: Mapping[str, Any]) -> pd.DataFrame:
     """Verification accuracies (thesis Table 4.13: LFW / AgeDB / CPLFW / CALFW) beside our
-    LFW-, AgeDB- and CFP-FP-like accuracies (CPLFW is cross-pose, CALFW cross-age)."""
+    LFW-, AgeDB- and CFP-FP-like accuracies (CPLFW is cross-pose, CALFW cross-age), each the
+    mean over the row's seeds."""
     paper = _paper_values("srrl_table_4_13")
     rows = []
     for row in (STUDENT, *KD_ZOO, *SRRL_ROWS, TEACHER):
         if row not in evaluations:
             continue
-        ours = evaluations[row].summary()
+        ours = _mean_summary(evaluations[row])
         method = FACE_PAPER_ROWS.get(row, "")
         rows.append({"row": row, "LFW-like (ours)": ours["LFW-like acc"],
                      "AgeDB-like (ours)": ours["AgeDB-like acc"],
-                     "CFP-FP-like (ours)": ours["CFP-FP-like acc"], "thesis row": method,
+                     "CFP-FP-like (ours)": ours["CFP-FP-like acc"],
+                     "seeds": int(ours["seeds"]), "thesis row": method,
                      **{f"{metric} (thesis)": paper.get(("", method, metric), np.nan)
                         for metric in ("LFW", "AgeDB", "CPLFW", "CALFW")}})
     return pd.DataFrame(rows)
 
 
-def table_4_19(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
-    """Labeled D vs labeled + unlabeled D+U (thesis Table 4.19) beside ours."""
+def table_4_19(evaluations: Mapping[str, Any]) -> pd.DataFrame:
+    """Labeled D vs labeled + unlabeled D+U (thesis Table 4.19) beside ours (means over
+    seeds)."""
     paper = _paper_values("srrl_table_4_19")
     thesis_rows = {STUDENT: "Student", OURS: "Ours (trained on D)",
                    f"{OURS} (D+U)": "Ours (trained on D+U)", TEACHER: "Teacher"}
@@ -534,11 +649,12 @@ def table_4_19(evaluations: Mapping[str, Evaluation]) -> pd.DataFrame:
     for row, method in thesis_rows.items():
         if row not in evaluations:
             continue
-        ours = evaluations[row].summary()
+        ours = _mean_summary(evaluations[row])
         rows.append({"row": row, "LFW-like (ours)": ours["LFW-like acc"],
                      "CFP-FP-like (ours)": ours["CFP-FP-like acc"],
                      "AgeDB-like (ours)": ours["AgeDB-like acc"],
-                     "rank-1 (ours)": ours["rank-1"], "thesis row": method,
+                     "rank-1 (ours)": ours["rank-1"], "seeds": int(ours["seeds"]),
+                     "thesis row": method,
                      **{f"{metric} (thesis)": paper.get(("", method, metric), np.nan)
                         for metric in ("LFW", "CFP-FP", "AgeDB")}})
     return pd.DataFrame(rows)
@@ -559,6 +675,8 @@ class AnalysisImages:
             ``heldout_labels``.
         fit: images on which the linear map from student to teacher features is fitted
             (face: ``heldout``; CIFAR: the first :data:`CIFAR_FIT_IMAGES` training images).
+        cluster_rows: rows of ``test`` that k-means clusters for the NMI (face: every image of
+            :data:`NMI_IDENTITIES` test identities); None: all of them (CIFAR).
     """
 
     test: torch.Tensor
@@ -566,6 +684,7 @@ class AnalysisImages:
     heldout: torch.Tensor
     heldout_labels: np.ndarray
     fit: torch.Tensor
+    cluster_rows: np.ndarray | None = None
 
 
 def analysis_images(study: SRRLStudy) -> AnalysisImages:
@@ -579,7 +698,8 @@ def analysis_images(study: SRRLStudy) -> AnalysisImages:
         unseen = (dataset.metadata["index"] >= trained).to_numpy()
         heldout = torch.from_numpy(np.ascontiguousarray(dataset.images_u8()[unseen]))
         heldout_labels = dataset.metadata["identity"].to_numpy()[unseen]
-        return AnalysisImages(test, test_labels, heldout, heldout_labels, heldout)
+        rows = identity_sample_rows(test_labels, NMI_IDENTITIES, seed=study.seed)
+        return AnalysisImages(test, test_labels, heldout, heldout_labels, heldout, rows)
     test, test_labels = _images_and_labels(study.test_data)
     train, _ = _images_and_labels(study.student.data)
     return AnalysisImages(test, test_labels, test, test_labels, train[:CIFAR_FIT_IMAGES])
@@ -594,81 +714,134 @@ class RowFeatures:
     fit: np.ndarray
 
 
-def collect_features(models: Mapping[str, TrainedModel], images: AnalysisImages,
-                     device: str | torch.device = "cpu") -> dict[str, RowFeatures]:
-    """:func:`model_outputs` of every model on the test, held-out and fit images."""
-    features = {}
-    for name, model in models.items():
-        # the sets can be the same tensor (face: fit is heldout; CIFAR: heldout is test)
-        outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for tensor in (images.test, images.heldout, images.fit):
-            if id(tensor) not in outputs:
-                outputs[id(tensor)] = model_outputs(model.backbone, model.head, tensor,
-                                                    device=device)
-        features[name] = RowFeatures(outputs[id(images.test)][0],
-                                     outputs[id(images.heldout)][1],
-                                     outputs[id(images.fit)][0])
+def collect_features(models: Mapping[str, Any], images: AnalysisImages,
+                     device: str | torch.device = "cpu") -> dict[str, list[RowFeatures]]:
+    """:func:`model_outputs` of every run of every row (``{row: [model per seed]}``, or one
+    model per row) on the test, held-out and fit images: ``{row: [RowFeatures per seed]}``."""
+    features: dict[str, list[RowFeatures]] = {}
+    for name, value in models.items():
+        features[name] = []
+        for model in _runs(value):
+            # the sets can be the same tensor (face: fit is heldout; CIFAR: heldout is test)
+            outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            for tensor in (images.test, images.heldout, images.fit):
+                if id(tensor) not in outputs:
+                    outputs[id(tensor)] = model_outputs(model.backbone, model.head, tensor,
+                                                        device=device)
+            features[name].append(RowFeatures(outputs[id(images.test)][0],
+                                              outputs[id(images.heldout)][1],
+                                              outputs[id(images.fit)][0]))
     return features
+
+
+def _seed_list(value: Any) -> list[Any]:
+    """One per-seed entry (an array or a number) as a list of seeds: a bare array or number is
+    one seed."""
+    if isinstance(value, np.ndarray) or np.isscalar(value):
+        return [value]
+    return list(value)
 
 
 @dataclass
 class Representation:
-    """Per-sample measurements of thesis Tables 4.3 and 4.5 for every row.
+    """Per-sample measurements of thesis Tables 4.3 and 4.5 for every row and training seed
+    (seed ``s`` of a row measured against seed ``s`` of the teacher).
 
     Attributes:
-        kl: row -> per held-out image KL(teacher ‖ student).
-        ce: row -> per held-out image cross-entropy with the label.
-        l2: row -> per test image fitted L2 distance to the teacher (:func:`fitted_l2`).
-        clusters: row -> k-means cluster of each test image (k = number of test classes).
-        nmi: row -> NMI between clusters and test labels.
+        kl: row -> per seed, per held-out image KL(teacher ‖ student).
+        ce: row -> per seed, per held-out image cross-entropy with the label.
+        l2: row -> per seed, per test image fitted L2 distance to the teacher
+            (:func:`fitted_l2`).
+        clusters: row -> per seed, the k-means cluster of each clustered test image
+            (k = number of classes among them).
+        nmi: row -> per seed, NMI between clusters and labels of the clustered test images.
         test_labels: the test images' classes.
+        heldout_labels: the held-out images' classes (None: unknown).
+        cluster_rows: rows of the test images that were clustered (None: all).
+
+    A single array (or number) per row is taken as one seed.
     """
 
-    kl: dict[str, np.ndarray]
-    ce: dict[str, np.ndarray]
-    l2: dict[str, np.ndarray]
-    clusters: dict[str, np.ndarray]
-    nmi: dict[str, float]
+    kl: dict[str, list[np.ndarray]]
+    ce: dict[str, list[np.ndarray]]
+    l2: dict[str, list[np.ndarray]]
+    clusters: dict[str, list[np.ndarray]]
+    nmi: dict[str, list[float]]
     test_labels: np.ndarray
+    heldout_labels: np.ndarray | None = None
+    cluster_rows: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("kl", "ce", "l2", "clusters", "nmi"):
+            setattr(self, name, {row: _seed_list(value)
+                                 for row, value in getattr(self, name).items()})
+
+    @property
+    def cluster_labels(self) -> np.ndarray:
+        """The classes of the clustered test images."""
+        labels = np.asarray(self.test_labels)
+        return labels if self.cluster_rows is None else labels[self.cluster_rows]
 
     def table(self, rows: Sequence[str] | None = None) -> pd.DataFrame:
-        """Means of KL, CE and L2 distance and the NMI (%) of the given rows (default all)."""
+        """Means of KL, CE and L2 distance and the NMI (%) of the given rows (default all),
+        each the mean over the row's seeds, with ``seeds``."""
         names = [name for name in (rows or self.nmi) if name in self.nmi]
+
+        def mean(values: Mapping[str, list], name: str) -> float:
+            return float(np.mean([np.mean(v) for v in values[name]]))
+
         return pd.DataFrame({
             "row": names,
-            "KL with teacher": [self.kl[n].mean() for n in names],
-            "CE with label": [self.ce[n].mean() for n in names],
-            "L2 distance": [self.l2[n].mean() for n in names],
-            "NMI (%)": [100 * self.nmi[n] for n in names],
+            "KL with teacher": [mean(self.kl, n) for n in names],
+            "CE with label": [mean(self.ce, n) for n in names],
+            "L2 distance": [mean(self.l2, n) for n in names],
+            "NMI (%)": [100 * mean(self.nmi, n) for n in names],
+            "seeds": [len(self.nmi[n]) for n in names],
         })
 
 
-def representation_analysis(features: Mapping[str, RowFeatures], images: AnalysisImages,
+def representation_analysis(features: Mapping[str, Any], images: AnalysisImages,
                             seed: int = 0) -> Representation:
     """KL / CE on held-out images of training classes, fitted L2 distance and k-means NMI
-    (scikit-learn, k = number of test classes, on L2-normalised features) on the test
-    images, for every row against the ``"Teacher"`` row."""
+    (scikit-learn, k = number of classes among the clustered test images, on L2-normalised
+    features; face: the :data:`NMI_IDENTITIES` identities of ``images.cluster_rows``) on the
+    test images, for every run of every row against the ``"Teacher"`` run of the same seed
+    (``features``: :func:`collect_features`)."""
     if TEACHER not in features:
         raise ConfigError(f"representation_analysis needs the {TEACHER!r} row among "
                           f"{', '.join(features)}")
-    teacher = features[TEACHER]
-    k = int(len(np.unique(images.test_labels)))
-    result = Representation({}, {}, {}, {}, {}, images.test_labels)
-    for name, row in features.items():
-        result.kl[name] = teacher_kl(teacher.heldout_logits, row.heldout_logits)
-        result.ce[name] = label_cross_entropy(row.heldout_logits, images.heldout_labels)
-        result.l2[name] = fitted_l2(row.fit, teacher.fit, row.test, teacher.test)
-        with threadpool_limits(limits=SMALL_PROBLEM_THREADS):
-            analysis = ClusterAnalysis(n_clusters=k, random_state=seed).fit(
-                unit_rows(row.test), images.test_labels)
-        result.clusters[name] = analysis.labels_
-        result.nmi[name] = analysis.nmi_
+    runs = {name: _runs(value) for name, value in features.items()}
+    teachers = runs[TEACHER]
+    short = [name for name, replicates in runs.items() if len(replicates) > len(teachers)]
+    if short:
+        raise ConfigError(f"{short} have more seeds than the teacher ({len(teachers)}); seed s "
+                          "of a row is measured against seed s of the teacher")
+    rows = (np.arange(len(images.test_labels)) if images.cluster_rows is None
+            else np.asarray(images.cluster_rows))
+    labels = np.asarray(images.test_labels)[rows]
+    k = int(len(np.unique(labels)))
+    result = Representation({}, {}, {}, {}, {}, images.test_labels, images.heldout_labels,
+                            images.cluster_rows)
+    for name, replicates in runs.items():
+        for key in ("kl", "ce", "l2", "clusters", "nmi"):
+            getattr(result, key)[name] = []
+        for teacher, row in zip(teachers, replicates):
+            result.kl[name].append(teacher_kl(teacher.heldout_logits, row.heldout_logits))
+            result.ce[name].append(label_cross_entropy(row.heldout_logits,
+                                                       images.heldout_labels))
+            result.l2[name].append(fitted_l2(row.fit, teacher.fit, row.test, teacher.test))
+            with threadpool_limits(limits=SMALL_PROBLEM_THREADS):
+                analysis = ClusterAnalysis(n_clusters=k, random_state=seed).fit(
+                    unit_rows(row.test[rows]), labels)
+            result.clusters[name].append(analysis.labels_)
+            result.nmi[name].append(analysis.nmi_)
     return result
 
 
-def table_4_3(representation: Representation, evaluations: Mapping[str, RowEvaluation],
+def table_4_3(representation: Representation, evaluations: Mapping[str, Any],
               study: SRRLStudy) -> pd.DataFrame:
-    """KL with the teacher and CE with the label (thesis Table 4.3) beside ours."""
+    """KL with the teacher and CE with the label (thesis Table 4.3) beside ours (means over
+    seeds)."""
     paper = _paper_values("srrl_table_4_3")
     names = [n for n in (STUDENT, "KD", "AT", *SRRL_ROWS, "FitNet", "RKD", "PKT", TEACHER)
              if n in representation.nmi]
@@ -686,29 +859,32 @@ def table_4_3(representation: Representation, evaluations: Mapping[str, RowEvalu
 
 
 def table_4_5(representation: Representation) -> pd.DataFrame:
-    """Teacher–student L2 distance and NMI (thesis Table 4.5) beside ours."""
+    """Teacher–student L2 distance and NMI (thesis Table 4.5) beside ours (means over
+    seeds)."""
     paper = _paper_values("srrl_table_4_5")
     names = [n for n in (STUDENT, *SRRL_ROWS, *KD_ZOO, TEACHER) if n in representation.nmi]
     ours = representation.table(names).set_index("row")
     return pd.DataFrame([{"row": n, "L2 distance (ours)": ours.loc[n, "L2 distance"],
                           "NMI (ours, %)": ours.loc[n, "NMI (%)"],
+                          "seeds": int(ours.loc[n, "seeds"]),
                           "thesis L2 distance": paper.get(("", n, "L2 distance"), np.nan),
                           "thesis NMI (%)": paper.get(("", n, "NMI"), np.nan)}
                          for n in names])
 
 
-def tsne_points(features: Mapping[str, RowFeatures], labels: np.ndarray,
+def tsne_points(features: Mapping[str, Any], labels: np.ndarray,
                 rows: Sequence[str] = TSNE_ROWS, classes: int = TSNE_CLASSES,
                 max_points: int | None = None, seed: int = 0
                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """t-SNE of the test features of ``classes`` random test classes for each row (thesis
-    Fig. 4.2): row -> (points (n, 2), labels)."""
+    Fig. 4.2), from the first seed's run of each row (``features``: row -> its
+    :class:`RowFeatures` per seed, or one): row -> (points (n, 2), labels)."""
     rng = np.random.default_rng(seed)
     chosen = rng.choice(np.unique(labels), size=min(classes, len(np.unique(labels))),
                         replace=False)
     index = np.flatnonzero(np.isin(labels, chosen))[:max_points]
     with threadpool_limits(limits=SMALL_PROBLEM_THREADS):
-        return {row: (project(unit_rows(features[row].test[index]), method="tsne",
+        return {row: (project(unit_rows(_first(features[row]).test[index]), method="tsne",
                               random_state=seed), labels[index])
                 for row in rows if row in features}
 
@@ -717,7 +893,7 @@ def tsne_points(features: Mapping[str, RowFeatures], labels: np.ndarray,
 
 # The thesis rows our rows correspond to, for the paper's own effects.
 FACE_THESIS_ROWS = {STUDENT: "Student", "KD": "KD", "AT": "AT", "RKD": "RKD", "PKT": "PKT",
-                    OURS: "Ours"}
+                    OURS: "Ours", TEACHER: "Teacher"}
 
 
 def _thesis_difference(table: str, metric: str, rows: tuple[str, str]) -> float | None:
@@ -734,8 +910,9 @@ def _thesis_difference(table: str, metric: str, rows: tuple[str, str]) -> float 
 def paper_effect(study: SRRLStudy, claim_id: str, a: str, b: str) -> float | None:
     """The thesis's own effect for a claim comparing rows ``a`` and ``b``, in our units, where a
     stored table gives both rows for this study's task: rank-1 identification (%) of Table 4.12
-    on faces; top-1 (%) of Tables 4.2 / 4.3, KL (nats) of Table 4.3 and NMI (%) of Table 4.5
-    on CIFAR. (The fitted L2 distance is ours, so the thesis's L2 has other units.)"""
+    on faces (the teacher's row included, for :data:`PREMISE`); top-1 (%) of Tables 4.2 / 4.3
+    (Table 4.3 holds the teacher's), KL (nats) of Table 4.3 and NMI (%) of Table 4.5 on CIFAR.
+    (The fitted L2 distance is ours, so the thesis's L2 has other units.)"""
     if study.is_face:
         if a in FACE_THESIS_ROWS and b in FACE_THESIS_ROWS:
             return _thesis_difference("srrl_table_4_12", "Id rank-1",
@@ -753,45 +930,58 @@ def paper_effect(study: SRRLStudy, claim_id: str, a: str, b: str) -> float | Non
 
 
 def claims(study: SRRLStudy) -> list[Claim]:
-    """The thesis's claims that this study's rows can check, declared once. A tuple as the
-    second model means "the best of these" (the highest scoring for a "greater" claim, the
-    lowest for a "less" one), chosen on the full sample. The thesis's own effect is given where
-    its tables hold both rows (:func:`paper_effect`; against "the best of several", the thesis's
-    best of those rows)."""
+    """The thesis's claims that this study's rows can check, declared once, after their premise
+    (:data:`PREMISE`: the teacher beats the student trained alone on the claims' success
+    metric; every other claim ``requires`` it, as distillation has nothing to transfer from a
+    teacher no better than the student). A tuple as the second model means "the best of these"
+    (the highest scoring for a "greater" claim, the lowest for a "less" one), chosen on the
+    full sample (the mean over seeds). The thesis's own effect is given where its tables hold
+    both rows (:func:`paper_effect`; against "the best of several", the thesis's best of those
+    rows)."""
     metric = success_metric(study)
     losses = "thesis ch. 4 (SRRL, Yang et al. ICLR 2021), §4.4.1 and Table 4.2"
     zoo = ("thesis ch. 4, Table 4.12 (MegaFace)" if study.is_face
            else "thesis ch. 4, Table 4.3")
     others = (STUDENT, *KD_ZOO, "L_FM", "L_SR")
     others_text = "every other distilled row and the student"
+    premise = (PREMISE,)
     declared = [
-        Claim("L_SR>L_FM", "L_SR beats L_FM", losses, metric, "success", ("L_SR", "L_FM")),
+        Claim(PREMISE, "Premise: the teacher beats the student trained alone; without it "
+              "there is nothing to distil and no other claim is assessed", zoo, metric,
+              "success", (TEACHER, STUDENT),
+              paper_says="the teacher (ResNet-101 on faces, WRN-40-4 on CIFAR-100) is "
+              "clearly stronger than the student trained alone"),
+        Claim("L_SR>L_FM", "L_SR beats L_FM", losses, metric, "success", ("L_SR", "L_FM"),
+              requires=premise),
         Claim("L_FM+L_SR:best-of-three", "L_FM + L_SR beats both L_FM and L_SR alone "
               "(compared with the better of the two)", losses, metric, "success",
-              (OURS, ("L_FM", "L_SR"))),
+              (OURS, ("L_FM", "L_SR")), requires=premise),
         Claim("L_FM+L_SR>Student", "SRRL improves the student trained alone", zoo, metric,
-              "success", (OURS, STUDENT)),
+              "success", (OURS, STUDENT), requires=premise),
         *[Claim(f"L_FM+L_SR>{baseline}", f"SRRL beats {baseline} on the "
                 f"{'face ' if study.is_face else ''}student", zoo, metric, "success",
-                (OURS, baseline)) for baseline in KD_ZOO],
+                (OURS, baseline), requires=premise) for baseline in KD_ZOO],
         Claim("L2:smallest", f"SRRL gives the smallest teacher–student L2 distance (vs the "
               f"closest of {others_text})", "thesis ch. 4, Table 4.5",
-              "fitted L2 distance ‖h_T − A h_S‖²", "l2", (OURS, others), direction="less"),
+              "fitted L2 distance ‖h_T − A h_S‖²", "l2", (OURS, others), direction="less",
+              requires=premise),
         Claim("KL:smallest", f"SRRL gives the smallest KL divergence to the teacher (vs the "
               f"closest of {others_text})", "thesis ch. 4, Table 4.3",
-              "KL(teacher ‖ student), nats", "kl", (OURS, others), direction="less"),
+              "KL(teacher ‖ student), nats", "kl", (OURS, others), direction="less",
+              requires=premise),
         Claim("NMI:highest", f"SRRL's features cluster best: highest NMI (vs the best of "
               f"{others_text})", "thesis ch. 4, Table 4.5", "NMI of k-means clusters (%)",
-              "nmi", (OURS, others)),
+              "nmi", (OURS, others), requires=premise),
         Claim("last>earlier", "distilling at the last layer beats earlier layers (L_FM at the "
               "penultimate feature vs the better earlier stage)", "thesis ch. 4, Table 4.2",
               metric, "success",
-              ("L_FM", tuple(f"L_FM @ {stage}" for stage in EARLY_STAGES[study.task]))),
+              ("L_FM", tuple(f"L_FM @ {stage}" for stage in EARLY_STAGES[study.task])),
+              requires=premise),
     ]
     if f"{OURS} (D+U)" in study.recipes:
         declared.append(Claim("D+U>D", "adding unlabeled data (with mixup) helps the SRRL "
                               "student", "thesis ch. 4, Table 4.19", metric, "success",
-                              (f"{OURS} (D+U)", OURS)))
+                              (f"{OURS} (D+U)", OURS), requires=premise))
     return [replace(claim, paper_effect=_declared_effect(study, claim)) for claim in declared]
 
 
@@ -807,57 +997,192 @@ def _declared_effect(study: SRRLStudy, claim: Claim) -> float | None:
     return min(known) if claim.highest_is_best else max(known)
 
 
-def _paired_mean(a: np.ndarray, b: np.ndarray, compared: str, n_boot: int,
-                 seed: int) -> Evidence:
-    # seed_bootstrap with paired=True is the paired bootstrap of a mean difference; its units
-    # here are the same probes / images scored by both rows.
-    result = seed_bootstrap(np.asarray(a, float), np.asarray(b, float), paired=True,
-                            n_boot=n_boot, seed=seed)
-    return Evidence.from_bootstrap(result, compared, n=len(a))
+def nmi_difference_bootstrap(clusters_a: Sequence[np.ndarray],
+                             clusters_b: Sequence[np.ndarray], labels: np.ndarray,
+                             units: np.ndarray, n_boot: int, seed: int = 0,
+                             ci: float = 0.95) -> BootstrapResult:
+    """NMI (%) of row A's fixed clusterings minus row B's (one clustering per training seed),
+    resampling the seeds and the test ``units``, with the interval centred on the effect.
+
+    The effect is ``mean_s NMI(A_s) − mean_s NMI(B_s)`` (scikit-learn's arithmetic NMI of each
+    seed's clusters against ``labels``). A resample draws ``K`` of the ``K`` units with
+    replacement (every sample of a unit drawn ``c`` times counts ``c`` times, the same draw for
+    both rows and every seed) and each row's seeds with replacement (one draw for both rows
+    when they have as many seeds: seed ``s`` of both shares the teacher of seed ``s``); its
+    value is the difference of the mean weighted NMIs over the drawn seeds
+    (``_ResampledNMI``).
+
+    A resample that repeats units raises the NMI of an imperfect clustering (repeated samples
+    look like more structure) but not of a perfect one, so the resamples of a difference sit
+    off the full-sample value, and their plain percentile interval can miss it (a random
+    clustering against a perfect one of 200 identities: effect −41.8, percentile interval
+    [−39.6, −38.8]). As in :func:`~fkdlib.evaluation.clustering.cluster_quality`, the interval
+    is the percentile interval moved so that the resamples' median falls on the effect
+    (``effect + quantile − median``): the bootstrap gives the spread, not the centre. The
+    p-value is read from the moved resamples; ``se`` is their standard deviation.
+    """
+    runs_a = [np.asarray(c) for c in clusters_a]
+    runs_b = [np.asarray(c) for c in clusters_b]
+    labels = np.asarray(labels)
+    if not runs_a or not runs_b:
+        raise ConfigError("nmi_difference_bootstrap needs at least one clustering (seed) per "
+                          "row")
+    if any(c.shape != labels.shape for c in runs_a + runs_b) or labels.ndim != 1:
+        raise ConfigError(f"nmi_difference_bootstrap needs one cluster per labelled sample "
+                          f"({labels.size})")
+    _, codes = np.unique(np.asarray(units), return_inverse=True)
+    codes = codes.ravel()
+    if codes.size != labels.size:
+        raise ConfigError(f"nmi_difference_bootstrap: {codes.size} units for {labels.size} "
+                          "samples")
+    num_units = int(codes.max()) + 1 if codes.size else 0
+    if num_units < 2:
+        raise ConfigError(f"nmi_difference_bootstrap needs at least 2 units to resample, got "
+                          f"{num_units}")
+    scorers_a = [_ResampledNMI(labels, c) for c in runs_a]
+    scorers_b = [_ResampledNMI(labels, c) for c in runs_b]
+    ones = np.ones(labels.size)
+    effect = float(np.mean([100 * nmi(ones) for nmi in scorers_a])
+                   - np.mean([100 * nmi(ones) for nmi in scorers_b]))
+    paired = len(runs_a) == len(runs_b)
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_boot)
+    for index in range(n_boot):
+        weights = np.bincount(rng.integers(0, num_units, num_units),
+                              minlength=num_units)[codes].astype(np.float64)
+        values_a = np.array([100 * nmi(weights) for nmi in scorers_a])
+        values_b = np.array([100 * nmi(weights) for nmi in scorers_b])
+        picks_a = rng.integers(0, len(runs_a), len(runs_a))
+        picks_b = picks_a if paired else rng.integers(0, len(runs_b), len(runs_b))
+        draws[index] = values_a[picks_a].mean() - values_b[picks_b].mean()
+    centred = draws + (effect - float(np.median(draws)))
+    low, high = np.quantile(centred, [(1 - ci) / 2, (1 + ci) / 2])
+    other_side = (np.mean(centred <= 0) if effect > 0 else np.mean(centred >= 0)
+                  if effect < 0 else 0.5)
+    se = float(np.std(draws, ddof=1)) if n_boot >= 2 else float("nan")
+    return BootstrapResult(effect, float(low), float(high), float(min(1.0, 2 * other_side)),
+                           int(n_boot), int(n_boot), float(ci), se)
 
 
-def claim_tests(study: SRRLStudy, evaluations: Mapping[str, RowEvaluation],
+def _evidence(result: BootstrapResult, runs_a: Sequence[Any], runs_b: Sequence[Any],
+              units: np.ndarray, compared: str) -> Evidence:
+    """A bootstrap as claim evidence: ``n`` samples, ``seeds`` per row, ``identities`` = the
+    distinct units resampled."""
+    units = np.asarray(units)
+    return Evidence.from_bootstrap(result, compared, n=int(units.size),
+                                   seeds=min(len(runs_a), len(runs_b)),
+                                   identities=int(np.unique(units).size))
+
+
+def _mean_evidence(runs_a: Sequence[np.ndarray], runs_b: Sequence[np.ndarray],
+                   units: np.ndarray, compared: str, n_boot: int, seed: int) -> Evidence:
+    """:func:`hierarchical_bootstrap` of the difference of per-sample means (mean over seeds of
+    each seed's mean), every sample weighted by how often its unit is drawn
+    (``mean_positive_similarity`` on all-True labels is that weighted mean)."""
+    units = np.asarray(units)
+    result = hierarchical_bootstrap(mean_positive_similarity, list(runs_a), list(runs_b),
+                                    np.ones(units.size, bool), units, n_boot=n_boot,
+                                    seed=seed)
+    return _evidence(result, runs_a, runs_b, units, compared)
+
+
+def _seed_mean_of(values: Sequence[Any]) -> float:
+    """The full-sample value of a row: the mean over seeds of each seed's mean."""
+    return float(np.mean([np.mean(v) for v in values]))
+
+
+def claim_tests(study: SRRLStudy, evaluations: Mapping[str, Any],
                 representation: Representation, n_boot: int,
                 seed: int = 0) -> dict[str, ClaimTest]:
-    """``"success"``: paired bootstrap over the same probes (face) or test images (CIFAR) of
-    :func:`success` in %; ``"l2"`` and ``"kl"``: paired over test / held-out images of the
-    per-image measurements of :class:`Representation`; ``"nmi"``: paired bootstrap over test
-    images of the NMI difference of the two rows' fixed k-means clusterings."""
-    hits = {name: 100.0 * success(ev) for name, ev in evaluations.items()}
-    unit = "probes" if study.is_face else "test images"
+    """The claims' tests. Each is a :func:`~fkdlib.evaluation.uncertainty.hierarchical_bootstrap`
+    that resamples the training seeds of both rows (seed ``s`` of both drawn together: they
+    share the teacher of seed ``s``) and, independently, the test units below, each drawn unit
+    bringing all its samples; the effect is the mean over seeds of the full-sample difference.
+    Rows hold one entry per seed (a single run is one seed).
+
+    - ``"success"``: difference in % of :func:`success`. Face: the rank-1 hit of each
+      identification probe; units are the *probe identities* (:func:`success_units`): a
+      person's probes share their gallery image, pose range and look-alikes among the
+      distractors, so their hits are correlated. CIFAR: top-1 correctness; units are the *test
+      images*: each is a separate photograph and the classes are fixed (the claim is about
+      these 10 or 100 classes, not a sample of classes), so there is no cluster above the
+      image to resample (a class-clustered resample would ask about other classes).
+    - ``"kl"``: mean KL(teacher ‖ student) over the held-out images. Face: units are the
+      *training identities* the held-out images show (the images of one identity share its
+      class weight, so their KLs are correlated). CIFAR: the test images, as above.
+    - ``"l2"``: mean fitted L2 distance over the test images; units: the *test identities*
+      (face) or the test images (CIFAR).
+    - ``"nmi"``: NMI (%) of each row's fixed k-means clustering of the clustered test images
+      (:attr:`Representation.cluster_rows`), a weighted NMI per resample
+      (:func:`nmi_difference_bootstrap`, its interval centred on the effect); units: the *test
+      identities* (face: the clusters are meant to recover them, and every image of a drawn
+      identity enters its cluster) or the test images (CIFAR).
+
+    Every evidence carries ``seeds`` (runs per row) and ``identities`` (distinct units), so the
+    claims table has the minimum detectable effect (``mde``) of each test.
+    """
+    hits = {name: [100.0 * success(ev).astype(float) for ev in _runs(value)]
+            for name, value in evaluations.items()}
+    face = study.is_face
 
     def success_test(claim: Claim) -> Evidence:
-        a, b = claim.compares[0], rival(claim, lambda row: hits[row].mean())
-        return _paired_mean(hits[a], hits[b], f"{a} − {b}, {success_metric(study)}, paired "
-                            f"over {unit}", n_boot, seed)
+        a, b = claim.compares[0], rival(claim, lambda row: _seed_mean_of(hits[row]))
+        missing = [row for row in (a, b) if row not in hits]
+        if missing:
+            raise ConfigError(f"claim {claim.id!r} needs the evaluation of {missing}")
+        units = success_units(study, hits[a][0].size)
+        what = "probe identities" if face else "test images"
+        return _mean_evidence(hits[a], hits[b], units,
+                              f"{a} − {b}, {success_metric(study)}, seeds and {what} "
+                              "resampled", n_boot, seed)
 
-    def per_image(values: Mapping[str, np.ndarray], what: str) -> ClaimTest:
+    def units_of(labels: np.ndarray | None, what: str) -> np.ndarray:
+        if labels is None:
+            raise ConfigError(f"the representation holds no labels of the {what}")
+        labels = np.asarray(labels)
+        return labels if face else np.arange(labels.size)
+
+    def per_image(values: Mapping[str, list[np.ndarray]], labels: Callable[[], np.ndarray],
+                  what: str, where: str) -> ClaimTest:
         def test(claim: Claim) -> Evidence:
-            a, b = claim.compares[0], rival(claim, lambda row: values[row].mean())
-            return _paired_mean(values[a], values[b], f"{a} − {b}, {what}", n_boot, seed)
+            a, b = claim.compares[0], rival(claim, lambda row: _seed_mean_of(values[row]))
+            unit = ("identities" if face else "images")
+            return _mean_evidence(values[a], values[b], labels(),
+                                  f"{a} − {b}, {what}, seeds and {where} {unit} resampled",
+                                  n_boot, seed)
         return test
 
     def nmi(claim: Claim) -> Evidence:
-        a, b = claim.compares[0], rival(claim, lambda row: representation.nmi[row])
-        result = nmi_bootstrap(representation.test_labels, representation.clusters[a],
-                               representation.clusters[b], n_boot, seed)
-        return Evidence(result["effect"], result["ci_low"], result["ci_high"], n=result["n"],
-                        n_boot=result["n_boot"],
-                        compared=f"{a} − {b}, NMI (%), paired bootstrap over test images")
+        nmi_of = representation.nmi
+        a, b = claim.compares[0], rival(claim, lambda row: _seed_mean_of(nmi_of[row]))
+        labels = representation.cluster_labels
+        units = units_of(labels, "clustered test images")
+        runs_a, runs_b = representation.clusters[a], representation.clusters[b]
+        result = nmi_difference_bootstrap(runs_a, runs_b, labels, units, n_boot, seed)
+        unit = "identities" if face else "images"
+        return _evidence(result, runs_a, runs_b, units,
+                         f"{a} − {b}, NMI (%) of fixed k-means clusters, seeds and test {unit} "
+                         "resampled (interval centred on the effect)")
 
     return {"success": success_test,
-            "l2": per_image(representation.l2, "fitted L2 distance, paired over test images"),
+            "l2": per_image(representation.l2,
+                            lambda: units_of(representation.test_labels, "test images"),
+                            "fitted L2 distance", "test"),
             "kl": per_image(representation.kl,
-                            "KL(teacher ‖ student), paired over held-out images"),
+                            lambda: units_of(representation.heldout_labels, "held-out images"),
+                            "KL(teacher ‖ student)", "held-out" if not face else "training"),
             "nmi": nmi}
 
 
-def check_claims(study: SRRLStudy, evaluations: Mapping[str, RowEvaluation],
+def check_claims(study: SRRLStudy, evaluations: Mapping[str, Any],
                  representation: Representation, n_boot: int, assess: bool,
-                 seed: int = 0) -> pd.DataFrame:
-    """Every claim of :func:`claims` checked by its test (:func:`claim_tests`)."""
+                 seed: int = 0, unhealthy: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Every claim of :func:`claims` checked by its test (:func:`claim_tests`); the thesis's
+    claims only where :data:`PREMISE` holds and no row they compare is in ``unhealthy``
+    (:func:`~fkdlib.evaluation.health.failed_models` of :func:`training_health`)."""
     return evaluate_claims(claims(study),
-                           claim_tests(study, evaluations, representation, n_boot, seed), assess)
+                           claim_tests(study, evaluations, representation, n_boot, seed),
+                           assess, unhealthy)
 
 
 # --- figures --------------------------------------------------------------------------------
@@ -882,41 +1207,68 @@ def tsne_figure(points: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
     return figs.projection_grid(points)
 
 
-def similarity_figure(evaluations: Mapping[str, Evaluation],
+def similarity_figure(evaluations: Mapping[str, Any],
                       rows: Sequence[str] = (STUDENT, *KD_ZOO, *SRRL_ROWS),
                       reference: str = TEACHER, protocol: str = "ijb") -> Figure:
     """Positive- and negative-pair cosine similarity densities on the ``protocol`` list, one
     panel per row of ``rows`` (three per row of panels) with the ``reference`` (the teacher's,
-    black) in every panel, on [-1, 1], colours of :data:`ROW_COLORS`. Not a figure of the
-    thesis: it shows how close each student's similarities come to the teacher's."""
+    black) in every panel, on [-1, 1], colours of :data:`ROW_COLORS`; the first seed's run of
+    each row. Not a figure of the thesis: it shows how close each student's similarities come
+    to the teacher's."""
     def pair(name: str) -> tuple[np.ndarray, np.ndarray]:
-        return evaluations[name].positives(protocol), evaluations[name].negatives(protocol)
+        run = _first(evaluations[name])
+        return run.positives(protocol), run.negatives(protocol)
 
     return figs.similarity_grid({row: {row: pair(row), reference: pair(reference)}
                                  for row in rows},
                                 value_range=(-1, 1), colors=ROW_COLORS)
 
 
-def roc_figure(study: SRRLStudy, evaluations: Mapping[str, Evaluation],
+def roc_figure(study: SRRLStudy, evaluations: Mapping[str, Any],
                rows: Sequence[str] = (STUDENT, *KD_ZOO, *SRRL_ROWS, TEACHER),
                protocol: str = "ijb") -> Figure:
     """ROC on the ``protocol`` list of every row of ``rows`` (:data:`ROW_COLORS`; the KD zoo
     dashed, SRRL's rows solid, L_FM+L_SR thicker: :func:`row_styles`), FAR from the lowest
-    the list reports; the face analogue of thesis Fig. 4.3 (ROC on
-    MegaFace)."""
-    min_far = lowest_reportable_far(evaluations[rows[0]], protocol)
-    return figs.roc_figure({row: evaluations[row].roc(protocol) for row in rows},
+    the list reports; the first seed's run of each row; the face analogue of thesis Fig. 4.3
+    (ROC on MegaFace)."""
+    first = {row: _first(evaluations[row]) for row in rows}
+    min_far = lowest_reportable_far(first[rows[0]], protocol)
+    return figs.roc_figure({row: first[row].roc(protocol) for row in rows},
                            figsize=(6.5, 5), min_far=min_far, colors=ROW_COLORS,
                            styles=row_styles(rows),
                            legend={"loc": "upper left", "ncol": 2, "fontsize": 8})
 
 
+def cluster_table(study: SRRLStudy, evaluations: Mapping[str, Any],
+                  rows: Sequence[str] = CLUSTER_ROWS, seed: int = 0) -> pd.DataFrame:
+    """Cluster purity and AMI of the test embeddings of ``rows`` (every seed) against the test
+    identities and SynthFace's attributes
+    (:func:`~fkdlib.evaluation.clustering.cluster_quality`: k-means and Ward clusters,
+    intervals resampling test identities and seeds). Face only."""
+    if not study.is_face:
+        raise ConfigError("cluster purity and AMI are measured on the face benchmark's test "
+                          "identities; the CIFAR study has none")
+    chosen = {row: _runs(evaluations[row]) for row in rows if row in evaluations}
+    metadata = study.bench.test_metadata
+    return cluster_quality(pool_embeddings(chosen), metadata,
+                           targets=available_targets(metadata), random_state=seed)
+
+
+def cluster_figure(table: pd.DataFrame) -> Figure:
+    """The AMI of :func:`cluster_table` with its intervals, one colour per row
+    (:data:`ROW_COLORS`), k-means and Ward told apart by marker."""
+    return figs.plot_cluster_quality(table, colors=ROW_COLORS)
+
+
 __all__ = [
-    "ROW_COLORS", "AnalysisImages", "Recipe", "Representation", "RowFeatures", "SRRLStudy",
-    "analysis_images", "build_study", "check_claims", "claim_tests", "claims",
-    "collect_features", "evaluate", "multi_position_row", "recipes", "representation_analysis",
-    "results_table", "roc_figure", "row_styles", "similarity_figure", "specs",
-    "student_epochs", "success", "success_metric", "table_4_12", "table_4_13", "table_4_19",
-    "table_4_2", "table_4_3", "table_4_4", "table_4_5", "train", "training_times",
-    "tsne_figure", "tsne_points",
+    "CLUSTER_ROWS", "NMI_IDENTITIES", "PREMISE", "ROW_COLORS", "AnalysisImages",
+    "CifarEvaluation", "Recipe", "Representation", "RowFeatures", "SRRLStudy",
+    "analysis_images", "build_study", "check_claims", "claim_tests", "claims", "cluster_figure",
+    "cluster_table", "collect_features", "evaluate", "multi_position_row",
+    "nmi_difference_bootstrap", "recipes",
+    "representation_analysis", "results_table", "roc_figure", "row_styles",
+    "similarity_figure", "specs", "student_epochs", "success", "success_metric",
+    "success_units", "table_4_12", "table_4_13", "table_4_19", "table_4_2", "table_4_3",
+    "table_4_4", "table_4_5", "train", "training_health", "training_times", "tsne_figure",
+    "tsne_points",
 ]
