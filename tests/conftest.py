@@ -114,3 +114,26 @@ class TinyFaces(torch.utils.data.Dataset):
 
     def images_u8(self):
         return self._images
+
+
+class TinyU8Data(torch.utils.data.Dataset):
+    """Separable toy classes: class k has a bright square at position k."""
+
+    def __init__(self, n_classes=4, per_class=16, size=8, seed=0):
+        rng = np.random.default_rng(seed)
+        labels = np.repeat(np.arange(n_classes), per_class)
+        images = rng.integers(0, 60, size=(len(labels), 3, size, size), dtype=np.uint8)
+        for i, k in enumerate(labels):
+            images[i, :, k:k + 2, 2:4] = 250
+        self._images = images
+        self.metadata = pd.DataFrame({"identity": labels})
+
+    def __len__(self):
+        return len(self._images)
+
+    def images_u8(self):
+        return self._images
+
+    def __getitem__(self, i):
+        image = (torch.from_numpy(self._images[i]).float() / 255 - 0.5) / 0.5
+        return {"image": image, "identity": int(self.metadata.identity[i])}
