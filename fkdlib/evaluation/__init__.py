@@ -4,7 +4,7 @@ benchmark that ties data, protocols, embeddings, metrics and paired comparisons 
 (:mod:`.benchmark`). (UMAP is imported only when asked for.)"""
 
 from fkdlib.evaluation.benchmark import (
-    PROTOCOL_LABELS, Evaluation, FaceBenchmark, evaluate, evaluate_models, evaluate_seeds,
+    PROTOCOL_LABELS, Evaluation, FaceBenchmark, evaluate, evaluate_seeds,
     face_benchmark, first_seed, pool_embeddings, summary_table)
 from fkdlib.evaluation.classification import (
     ClassificationEvaluation, fitted_l2, label_cross_entropy, model_outputs, teacher_kl)
@@ -67,7 +67,6 @@ __all__ = [
     "metric_function",
     "stratified_mean_bootstrap",
     "evaluate",
-    "evaluate_models",
     "face_benchmark",
     "fitted_l2",
     "label_cross_entropy",

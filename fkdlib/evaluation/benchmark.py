@@ -3,10 +3,10 @@ comparisons.
 
 :func:`face_benchmark` builds the training-data spec and the evaluation protocols for a profile;
 :func:`evaluate` embeds every image pool of the benchmark with one backbone (flip test) and
-scores every protocol; :func:`evaluate_models` does it for a dict of trained models and
-:func:`evaluate_seeds` for every training run of each; :func:`summary_table` gives one row per
-model (the mean over its runs). The comparisons of two models, the evidence of most claims,
-are in :mod:`fkdlib.evaluation.comparisons`.
+scores every protocol; :func:`evaluate_seeds` does it for every training run of a dict of
+trained models; :func:`summary_table` gives one row per model (the mean over its runs). The
+comparisons of two models, the evidence of most claims, are in
+:mod:`fkdlib.evaluation.comparisons`.
 
 On SynthFace (``data="synthface"``) the benchmark is: a training split; a test split of
 identities disjoint from it on which the LFW-, CFP-FP- and AgeDB-like pair lists (the real
@@ -382,13 +382,6 @@ def evaluate(backbone: nn.Module, bench: FaceBenchmark, name: str = "",
             split.probe_labels, distractor_emb=embeddings["distractors"][split.distractor_rows])
     return Evaluation(name or getattr(backbone, "name", "model"), verification, scores, issame,
                       tar, embeddings, identification, identities)
-
-
-def evaluate_models(models: Mapping[str, Any], bench: FaceBenchmark,
-                    device: torch.device | str = "cpu") -> dict[str, Evaluation]:
-    """:func:`evaluate` for every trained model (anything with a ``backbone``), keyed alike."""
-    return {name: evaluate(model.backbone, bench, name=name, device=device)
-            for name, model in models.items()}
 
 
 def evaluate_seeds(models: Mapping[str, Sequence[Any]], bench: FaceBenchmark,
