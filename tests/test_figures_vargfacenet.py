@@ -171,7 +171,9 @@ def test_roc_figure_defaults_to_every_trained_model():
         np.testing.assert_allclose(line.get_xdata(), fpr[fpr > 0])
         np.testing.assert_allclose(line.get_ydata(), tpr[fpr > 0])
         assert line.get_color() == exp.model_color(name)
-    assert ax.get_xlim()[0] == pytest.approx(1e-5)
+    # from the lowest FAR with 100 of the list's negatives above the threshold
+    negatives = evaluations[models[0]].num_negatives("ijb")
+    assert ax.get_xlim()[0] == pytest.approx(100 / negatives)
     assert ax.get_legend()._loc == 2  # upper left
     assert [line.get_label() for line in exp.roc_figure(
         evaluations, models=[exp.STUDENT]).axes[0].lines] == [exp.STUDENT]
