@@ -137,3 +137,14 @@ class TinyU8Data(torch.utils.data.Dataset):
     def __getitem__(self, i):
         image = (torch.from_numpy(self._images[i]).float() / 255 - 0.5) / 0.5
         return {"image": image, "identity": int(self.metadata.identity[i])}
+
+
+class KillAt:
+    """Simulates a crash (kill) in the middle of an epoch."""
+
+    def __init__(self, epoch, step):
+        self.epoch, self.step = epoch, step
+
+    def on_step_end(self, trainer, epoch, step, losses):
+        if (epoch, step) == (self.epoch, self.step):
+            raise KeyboardInterrupt

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import TinyU8Data
+from conftest import KillAt, TinyU8Data
 
 from fkdlib.errors import ConfigError
 from fkdlib.training import trainer as trainer_module
@@ -47,17 +47,6 @@ def test_loss_decreases_on_a_learnable_task():
     assert list(history.epoch) == [1, 2, 3, 4, 5, 6]
     assert history.loss.iloc[-1] < 0.5 * history.loss.iloc[0]
     assert {"lr", "time_s", "images_per_s", "loss_ce"} <= set(history.columns)
-
-
-class KillAt:
-    """Simulates a crash (kill) in the middle of an epoch."""
-
-    def __init__(self, epoch, step):
-        self.epoch, self.step = epoch, step
-
-    def on_step_end(self, trainer, epoch, step, losses):
-        if (epoch, step) == (self.epoch, self.step):
-            raise KeyboardInterrupt
 
 
 def test_killed_and_resumed_run_is_bit_identical(tmp_path):

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import TinyU8Data
+from conftest import KillAt, TinyU8Data
 
 from fkdlib.models import create_model
 from fkdlib.training.trainer import (
@@ -100,15 +100,6 @@ def test_dense_conv_nets_train_contiguous_by_default():
 def test_the_default_profile_models_get_the_measured_layout(model):
     backbone = create_model(model, input_size=32, width=0.125, embedding_size=16)
     assert prefers_channels_last(backbone, "cpu") == (model != "iresnet18")
-
-
-class KillAt:
-    def __init__(self, epoch, step):
-        self.epoch, self.step = epoch, step
-
-    def on_step_end(self, trainer, epoch, step, losses):
-        if (epoch, step) == (self.epoch, self.step):
-            raise KeyboardInterrupt
 
 
 def test_killed_and_resumed_channels_last_run_is_bit_identical(tmp_path):
