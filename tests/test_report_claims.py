@@ -140,7 +140,9 @@ def test_gates_and_premises_make_a_claim_not_assessed_but_keep_its_effect():
     other = Claim("other", "FCD beats the better of both", "paper", "TAR", "exact",
                   ("FCD", ("Student", "Teacher")))
     effects = {"premise": -0.05, "dep": 0.3, "other": 0.2}
-    tests = {"exact": lambda c: Evidence.exact(effects[c.id], c.id)}
+    # estimates from trained models (an interval, a standard error), not exact counts
+    tests = {"exact": lambda c: Evidence(effects[c.id], effects[c.id] - 0.01,
+                                         effects[c.id] + 0.01, se=0.005, compared=c.id)}
     frame = evaluate_claims([premise, dependent, other], tests,
                             unhealthy={"Teacher": "seed 0: training top-1 40.0% < 90%"})
     rows = frame.set_index("id")
@@ -151,6 +153,12 @@ def test_gates_and_premises_make_a_claim_not_assessed_but_keep_its_effect():
     assert rows.loc["dep", "reason"] == "premise 'premise' is not assessed"
     assert rows.loc["dep", "effect"] == 0.3
     assert "Teacher failed" in rows.loc["other", "reason"]
+
+    counts = Claim("count", "FCD has fewer parameters", "paper", "params", "exact",
+                   ("FCD", "Teacher"), direction="less")
+    exact = evaluate_claims([counts], {"exact": lambda c: Evidence.exact(-0.4, "FCD − Teacher")},
+                            unhealthy={"Teacher": "seed 0: ..."})
+    assert exact.loc[0, "status"] == "holds"  # a count does not depend on training
 
     healthy = evaluate_claims([premise, dependent], tests).set_index("id")
     assert healthy.loc["premise", "status"] == "contradicted"

@@ -116,6 +116,11 @@ class Evidence:
         return cls(float(effect), float(effect), float(effect), compared=compared, se=0.0)
 
     @property
+    def is_exact(self) -> bool:
+        """An exact count (:meth:`exact`), not an estimate from trained models."""
+        return self.se == 0 and self.ci_low == self.effect == self.ci_high
+
+    @property
     def mde(self) -> float:
         """Minimum detectable effect at 80% power (NaN without a standard error)."""
         from ..evaluation.uncertainty import minimum_detectable_effect
@@ -337,7 +342,8 @@ def evaluate_claims(claims: Sequence[Claim], tests: Mapping[str, ClaimTest],
             ``not assessed`` (the smoke profile is too small for a verdict).
         unhealthy: model name -> why it failed the training-health gate
             (:func:`fkdlib.evaluation.health.failed_models`); a claim comparing such a model
-            is ``not assessed``.
+            is ``not assessed``, unless its evidence is an exact count (parameters, FLOPs),
+            which does not depend on training.
 
     Raises:
         ConfigError: a claim names a test that ``tests`` lacks, or requires a claim that is
@@ -358,9 +364,11 @@ def evaluate_claims(claims: Sequence[Claim], tests: Mapping[str, ClaimTest],
     unhealthy = dict(unhealthy or {})
     results: dict[str, ClaimResult] = {}
     for claim in claims:
-        result = check_claim(claim, tests[claim.test_name](claim), assess)
+        evidence = tests[claim.test_name](claim)
+        result = check_claim(claim, evidence, assess)
         failed = [premise for premise in claim.requires if results[premise].status != HOLDS]
-        sick = [name for name in claim.models if name in unhealthy]
+        # an exact count (parameters, FLOPs, groups) does not depend on how a model trained
+        sick = [] if evidence.is_exact else [name for name in claim.models if name in unhealthy]
         if failed and assess:
             result = result.not_assessed("premise " + "; ".join(
                 f"{p!r} is {results[p].status}" for p in failed))
