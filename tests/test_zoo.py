@@ -148,3 +148,18 @@ def test_train_seeds_trains_each_model_once_per_seed(tmp_path):
         train_seeds({"a": _spec()}, 0, cache_dir=tmp_path)
     with pytest.raises(ConfigError, match="unknown model"):
         train_seeds({"a": _spec()}, 1, cache_dir=tmp_path, names=["z"])
+
+
+@pytest.mark.parametrize("profile_name", ["smoke", "default", "paper"])
+def test_teacher_is_twice_the_students_width_but_never_beyond_full_width(profile_name):
+    from fkdlib.evaluation.benchmark import face_benchmark
+    from fkdlib.profiles import get_profile
+    from fkdlib.zoo import teacher_spec, training_spec
+
+    bench = face_benchmark(get_profile(profile_name))
+    teacher = teacher_spec(bench)
+    student = training_spec(bench, "iresnet18", "cosface")
+    expected = {"smoke": 0.25, "default": 0.25, "paper": 1.0}[profile_name]
+    assert teacher.backbone_kwargs["width"] == expected
+    assert student.backbone_kwargs["width"] == bench.profile.backbone_width
+    assert teacher.train == student.train and teacher.data == student.data

@@ -209,16 +209,18 @@ def backbone_specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
     """One spec per backbone of :data:`BACKBONES`, all with the teacher's head and recipe for
     :func:`backbone_epochs`.
 
-    IResNet-50's spec equals the shared teacher's (same cache entry: the zoo key ignores
-    names). MobileFaceNet gets the cost-matched width
-    (module docstring); the others the profile's width.
+    IResNet-50's spec equals the shared teacher's, at the teacher's width (same cache entry: the
+    zoo key ignores names). MobileFaceNet gets the cost-matched width (module docstring); the
+    others the profile's width.
     """
     teacher = teacher_spec(bench)
     epochs = {"epochs": backbone_epochs(bench.profile)}
     specs: dict[str, ModelSpec] = {}
     for label, model in BACKBONES.items():
         kwargs = _student_kwargs(bench)
-        if label == MOBILE:
+        if label == TEACHER:
+            kwargs["width"] = teacher.backbone_kwargs["width"]
+        elif label == MOBILE:
             profile = bench.profile
             kwargs["width"] = cost_matched_width(model, BACKBONES[STUDENT], profile.resolution,
                                                  profile.backbone_width,
