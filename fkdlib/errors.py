@@ -30,3 +30,12 @@ class UnsafePickleError(DataFormatError):
 
 class CacheCorruptError(FkdError, RuntimeError):
     """A cache entry failed its checksum or is incomplete."""
+
+
+class DataUnavailable(FkdError, KeyError):
+    """The data does not provide what an analysis needs: an evaluation protocol (no IJB-like
+    template list in a folder of ``.bin`` files), SynthFace's ground-truth attributes, or a
+    training monitor's record. What needs it is reported as not assessed, not failed."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -4,8 +4,10 @@
 (so a notebook opened from ``notebooks/`` in JupyterLab and one run by ``fkd reproduce`` see the
 same relative paths), seeds everything, picks the device and the thread count, applies the one
 figure style, and returns a context whose ``save_table`` / ``save_figure`` / ``save_claims``
-write atomically under ``results/<notebook>/`` and ``figures/<notebook>/``. ``ctx.finish()``
-writes ``provenance.json`` (code version, packages, device, profile, runtime).
+write atomically under ``results/<notebook>/`` and ``figures/<notebook>/`` — for the committed
+configuration only; any other profile, seed, data, evaluation set or override writes under
+``build/…`` (:mod:`fkdlib.outputs`). ``ctx.finish()`` writes ``provenance.json`` (code
+version, packages, device, profile, runtime).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import pandas as pd
 import torch
 
 from .io import atomic_write_json
-from .profiles import Profile, get_profile
+from .outputs import is_committed_run, output_dirs
+from .profiles import Profile, get_profile, parse_overrides
 from .report.claims import save_claims
 from .report.figures import save_figure, use_style
 from .report.results import save_table
@@ -48,6 +51,7 @@ class NotebookContext:
     results_dir: Path
     figures_dir: Path
     cache_dir: Path
+    eval_sets: str = ""
     started: float = field(default_factory=time.perf_counter)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -78,7 +82,7 @@ class NotebookContext:
 
     def provenance(self, **extra: Any) -> dict[str, Any]:
         return provenance(self.device, notebook=self.name, profile=self.profile.to_dict(),
-                          seed=self.seed, data=self.data, **extra)
+                          seed=self.seed, data=self.data, eval_sets=self.eval_sets, **extra)
 
     def finish(self) -> dict[str, Any]:
         """Write ``provenance.json`` with the total runtime and the per-stage timings."""
@@ -104,15 +108,24 @@ class _Timer:
 def start_notebook(name: str, profile: str = "default", seed: int = 0, device: str = "auto",
                    data: str = "synthface", results_dir: str | None = None,
                    figures_dir: str | None = None,
-                   cache_dir: str = "data/cache/models") -> NotebookContext:
-    """Set up a notebook run (see the module docstring)."""
+                   cache_dir: str = "data/cache/models", eval_sets: str = "",
+                   overrides: str = "") -> NotebookContext:
+    """Set up a notebook run (see the module docstring). ``eval_sets`` names extra evaluation
+    sets (``"lfw"``); ``overrides`` changes profile fields (``"epochs=1,seeds=1"``,
+    :func:`~fkdlib.profiles.parse_overrides`)."""
     os.chdir(project_root())
-    profile_obj = get_profile(profile)
+    profile_obj = get_profile(profile, **parse_overrides(overrides))
     torch_device = configure(seed=seed, device=device, num_threads=profile_obj.num_threads)
     use_style()
-    results = Path(results_dir or Path("results") / name)
-    figures = Path(figures_dir or Path("figures") / name)
+    default_results, default_figures = output_dirs(profile_obj.name, seed, data, eval_sets,
+                                                   overrides)
+    results = Path(results_dir or default_results / name)
+    figures = Path(figures_dir or default_figures / name)
     results.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
+    if results_dir is None and not is_committed_run(profile_obj.name, seed, data, eval_sets,
+                                                    overrides):
+        print(f"writing under {results.parent.parent} (not the committed results/: this run's "
+              "settings differ from the default profile on SynthFace, seed 0)")
     return NotebookContext(name, profile_obj, seed, data, torch_device, results, figures,
-                           Path(cache_dir))
+                           Path(cache_dir), eval_sets)

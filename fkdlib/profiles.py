@@ -8,6 +8,7 @@ configs with overlays of insightface's ``arcface_torch``.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,3 +185,36 @@ def get_profile(name: str | Profile, **overrides: Any) -> Profile:
             f"unknown profile {name!r}; valid profiles are: {', '.join(PROFILES)}"
         ) from None
     return profile.replace(**overrides) if overrides else profile
+
+
+def parse_overrides(text: str | None) -> dict[str, Any]:
+    """Profile overrides written ``"epochs=1,train_identities=6"`` (``fkd reproduce --set``
+    and the notebooks' ``overrides`` parameter): each value read as JSON (``1``, ``0.5``,
+    ``true``) or else as a string, and checked against the field's type.
+
+    Raises:
+        ConfigError: a malformed item, an unknown field or a value of the wrong type.
+    """
+    known = {f.name: f for f in dataclasses.fields(Profile)}
+    reference = PROFILES["default"]
+    overrides: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in str(text or "").split(","))):
+        key, sep, raw = (part.strip() for part in item.partition("="))
+        if not sep or not key or not raw:
+            raise ConfigError(f"profile override {item!r} is not KEY=VALUE (e.g. epochs=1)")
+        if key not in known or key == "name":
+            raise ConfigError(f"unknown profile field {key!r} in override {item!r}; valid "
+                              f"fields are: {', '.join(sorted(set(known) - {'name'}))}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        expected = type(getattr(reference, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not expected:
+            raise ConfigError(f"profile override {item!r}: {key} takes a {expected.__name__}, "
+                              f"got {raw!r}")
+        overrides[key] = value
+    return overrides
+

@@ -29,10 +29,12 @@ import pandas as pd
 
 from .errors import ConfigError, MissingDataError
 from .io import atomic_write_json, atomic_write_text
-from .profiles import get_profile
+from .outputs import output_dirs
+from .profiles import get_profile, parse_overrides
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_PARAMETERS = ("profile", "seed", "data", "device", "results_dir", "figures_dir")
+NOTEBOOK_PARAMETERS = ("profile", "seed", "data", "eval_sets", "overrides", "device",
+                       "results_dir", "figures_dir")
 
 
 # Each notebook's outcome, beside its results (output notebook path relative to the results).
@@ -91,7 +93,7 @@ def notebook_hygiene_problems(path: str | os.PathLike) -> list[str]:
         problems.append(f"expected exactly one cell tagged 'parameters', found {len(tagged)}")
     else:
         source = "".join(tagged[0].get("source", []))
-        for name in ("profile", "seed", "data", "device"):
+        for name in ("profile", "seed", "data", "eval_sets", "overrides", "device"):
             if f"{name} =" not in source and f"{name}=" not in source:
                 problems.append(f"the parameters cell does not set {name!r}")
     kernelspec = notebook.get("metadata", {}).get("kernelspec", {})
@@ -242,26 +244,31 @@ def _relative(path: Path, start: Path) -> str:
     return str(path.relative_to(start)) if path.is_relative_to(start) else str(path)
 
 
-def default_output_dirs(profile: str, root: Path = REPO_ROOT) -> tuple[Path, Path]:
-    """Where results and figures go: the committed ``results/`` and ``figures/`` for the
-    ``default`` profile, ``build/<profile>/`` for the others so they never overwrite them."""
-    if profile == "default":
-        return root / "results", root / "figures"
-    return root / "build" / profile / "results", root / "build" / profile / "figures"
-
-
 def reproduce(profile: str = "default", only: Sequence[str] | None = None,
               data: str = "synthface", seed: int = 0, device: str = "auto",
               notebooks_dir: str | os.PathLike | None = None,
               results_dir: str | os.PathLike | None = None,
               figures_dir: str | os.PathLike | None = None,
-              timeout_s: int | None = None, log=print) -> list[NotebookRun]:
-    """Run the notebooks one at a time, continuing past failures, then write the reports."""
-    profile_obj = get_profile(profile)
+              timeout_s: int | None = None, log=print, eval_sets: str = "",
+              overrides: str = "") -> list[NotebookRun]:
+    """Run the notebooks one at a time, continuing past failures, then write the reports.
+
+    Results and figures go to the committed ``results/`` and ``figures/`` only for the
+    committed configuration (default profile, seed 0, SynthFace, no ``eval_sets`` or
+    ``overrides``), else under ``build/`` (:mod:`fkdlib.outputs`); the data, evaluation sets
+    and overrides are checked before any notebook starts."""
+    from .data import parse_data_arg
+    from .evaluation.sources import parse_eval_sets
+
+    profile_obj = get_profile(profile, **parse_overrides(overrides))
+    parse_data_arg(data)
+    parse_eval_sets(eval_sets)
     notebooks_dir = Path(notebooks_dir) if notebooks_dir else REPO_ROOT / "notebooks"
-    default_results, default_figures = default_output_dirs(profile_obj.name)
+    default_results, default_figures = output_dirs(profile_obj.name, seed, data, eval_sets,
+                                                   overrides, root=REPO_ROOT)
     results_dir = Path(results_dir) if results_dir else default_results
     figures_dir = Path(figures_dir) if figures_dir else default_figures
+    log(f"writing results to {results_dir} and figures to {figures_dir}")
     timeout_s = timeout_s or profile_obj.notebook_timeout_s
     notebooks = discover_notebooks(notebooks_dir, only)
     if not notebooks:
@@ -269,7 +276,8 @@ def reproduce(profile: str = "default", only: Sequence[str] | None = None,
     runs = []
     for notebook in notebooks:
         cwd = notebooks_dir.parent
-        parameters = {"profile": profile_obj.name, "seed": seed, "data": data, "device": device,
+        parameters = {"profile": profile_obj.name, "seed": seed, "data": data,
+                      "eval_sets": eval_sets, "overrides": overrides, "device": device,
                       "results_dir": _relative(results_dir / notebook.stem, cwd),
                       "figures_dir": _relative(figures_dir / notebook.stem, cwd)}
         log(f"[{notebook.stem}] running (profile {profile_obj.name}, timeout {timeout_s} s) ...")
@@ -321,7 +329,16 @@ def add_reproduce_parser(subparsers) -> None:
     parser.add_argument("--only", default=None,
                         help="comma-separated notebook names, e.g. 01_arcface,02_vargfacenet")
     parser.add_argument("--data", default="synthface",
-                        help="dataset spec passed to the notebooks (default: synthface)")
+                        help="training data: synthface (default), rec:DIR (insightface "
+                             "train.rec and .bin files) or folder:DIR (DIR/train/<identity>/, "
+                             "evaluation from DIR/*.bin, DIR/pairs.txt, DIR/test/); see "
+                             "data/README.md")
+    parser.add_argument("--eval", dest="eval_sets", default="",
+                        help="extra evaluation sets, comma-separated: lfw (the official LFW "
+                             "pairs through scikit-learn; downloaded once)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="FIELD=VALUE",
+                        help="override a profile field, e.g. --set epochs=1 (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--results-dir", default=None)
@@ -335,7 +352,8 @@ def _reproduce_command(args) -> int:
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
     runs = reproduce(args.profile, only=only, data=args.data, seed=args.seed, device=args.device,
                      results_dir=args.results_dir, figures_dir=args.figures_dir,
-                     timeout_s=args.timeout)
+                     timeout_s=args.timeout, eval_sets=args.eval_sets,
+                     overrides=",".join(args.overrides))
     failed = [run for run in runs if run.status != "ok"]
     for run in failed:
         where = f"cell {run.failing_cell}" if run.failing_cell is not None else "no cell recorded"

@@ -152,3 +152,19 @@ def test_resolve_pairs_to_lfw_paths(tmp_path):
         resolve_lfw_pairs(pairs, tmp_path / "lfw2")
     with pytest.raises(MissingDataError, match="LFW pairs file not found"):
         parse_lfw_pairs(tmp_path / "none.txt")
+
+
+def test_folder_dataset_resizes_to_image_size(tmp_path):
+    from PIL import Image
+
+    written = make_identity_tree(tmp_path, {"ann": 1, "bob": 2})
+    dataset = ImageFolderDataset(tmp_path, image_size=8)
+    for index, (path, _) in enumerate(dataset.samples):
+        image = dataset[index]["image"]
+        assert image.shape == (3, 8, 8)
+        expected = np.asarray(Image.fromarray(written[path]).resize((8, 8), Image.BILINEAR))
+        assert np.array_equal(to_u8(image), expected)
+    assert ImageFolderDataset(tmp_path, image_size=(10, 6))[0]["image"].shape == (3, 10, 6)
+    for bad in (0, -3, (4,), "8", True):
+        with pytest.raises(ConfigError, match="image_size"):
+            ImageFolderDataset(tmp_path, image_size=bad)

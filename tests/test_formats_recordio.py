@@ -372,3 +372,18 @@ def test_label_outside_property_range(tmp_path):
         writer.set_property(3, 20, 16)
     with pytest.raises(DataFormatError, match=r"identity label in \[0, 3\).*found 5"):
         RecordIODataset(tmp_path / "train")[0]
+
+
+def test_dataset_resizes_to_image_size(tmp_path):
+    from PIL import Image
+
+    pixels, _, labels = write_faces(tmp_path / "train")
+    dataset = RecordIODataset(tmp_path / "train", image_size=12)
+    assert dataset.stored_size == (20, 16) and dataset.image_size == (12, 12)
+    for index in range(len(dataset)):
+        item = dataset[index]
+        expected = np.asarray(Image.fromarray(pixels[index]).resize((12, 12), Image.BILINEAR))
+        got = torch.round((item["image"] * 0.5 + 0.5) * 255).to(torch.uint8).permute(1, 2, 0)
+        assert item["identity"] == labels[index] and np.array_equal(got.numpy(), expected)
+    with pytest.raises(ConfigError, match="image_size"):
+        RecordIODataset(tmp_path / "train", image_size=0)

@@ -29,19 +29,20 @@ def default_bench():
 
 
 def test_real_sizes_and_the_scale_rule():
-    assert REAL_PAIRS == {"lfw": 6000, "cfp_fp": 7000, "agedb": 6000}
+    assert REAL_PAIRS == {"lfw": 6000, "cfp_fp": 7000, "agedb": 6000, "calfw": 6000,
+                          "cplfw": 6000}
     default = get_profile("default")
     assert (default.protocol_scale, get_profile("paper").protocol_scale) == (1.0, 1.0)
     assert [protocol_pairs_per_fold(k, default) for k in ("lfw", "cfp_fp", "agedb")] == [
         600, 700, 600]
     smoke = get_profile("smoke")
     assert smoke.protocol_scale == 0.02
-    assert [protocol_pairs_per_fold(k, smoke) for k in REAL_PAIRS] == [12, 14, 12]
+    assert [protocol_pairs_per_fold(k, smoke) for k in REAL_PAIRS] == [12, 14, 12, 12, 12]
     # 1% of 300 / 350 positives per fold, rounded down: 3 each.
     one_percent = get_profile("smoke", protocol_scale=0.01)
-    assert [protocol_pairs_per_fold(k, one_percent) for k in REAL_PAIRS] == [6, 6, 6]
+    assert [protocol_pairs_per_fold(k, one_percent) for k in REAL_PAIRS] == [6] * 5
     tiny = get_profile("smoke", protocol_scale=1e-6)
-    assert [protocol_pairs_per_fold(k, tiny) for k in REAL_PAIRS] == [2, 2, 2]
+    assert [protocol_pairs_per_fold(k, tiny) for k in REAL_PAIRS] == [2] * 5
     assert protocol_pairs_per_fold("cfp_fp", get_profile("default", protocol_scale=0.1)) == 70
     five = get_profile("default", verification_folds=5)
     assert protocol_pairs_per_fold("lfw", five) == 1200

@@ -10,7 +10,8 @@ import pytest
 from fkdlib.errors import ConfigError
 from fkdlib.reproduce import discover_notebooks, notebook_hygiene_problems, reproduce
 
-PARAMETERS = ('profile = "smoke"\nseed = 0\ndata = "synthface"\ndevice = "cpu"\n'
+PARAMETERS = ('profile = "smoke"\nseed = 0\ndata = "synthface"\neval_sets = ""\noverrides = ""\n'
+              'device = "cpu"\n'
               'results_dir = "results"\nfigures_dir = "figures"\n')
 
 
@@ -93,7 +94,7 @@ def test_cli_exits_nonzero_naming_the_failed_notebook(notebooks, tmp_path):
         "import sys; from fkdlib.reproduce import reproduce, _reproduce_command\n"
         "import fkdlib.reproduce as r\n"
         f"r.REPO_ROOT = __import__('pathlib').Path({str(tmp_path)!r})\n"
-        "class A: profile='smoke'; only=None; data='synthface'; seed=0; device='cpu'\n"
+        "class A: profile='smoke'; only=None; data='synthface'; seed=0; device='cpu'; eval_sets=''; overrides=[]\n"
         f"A.results_dir={str(tmp_path / 'r')!r}; A.figures_dir={str(tmp_path / 'f')!r}; A.timeout=60\n"
         "sys.exit(_reproduce_command(A))\n"
     )

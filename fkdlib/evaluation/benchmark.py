@@ -12,9 +12,14 @@ On SynthFace (``data="synthface"``) the benchmark is: a training split; a test s
 identities disjoint from it on which the LFW-, CFP-FP- and AgeDB-like pair lists (the real
 benchmarks' sizes times the profile's ``protocol_scale``, :data:`REAL_PAIRS`) and the IJB-like
 template list are drawn (:mod:`fkdlib.data.synthface.protocols`); and a distractor set of
-further disjoint identities for MegaFace-like identification. On real data
-(``data="rec:/path"``) training reads the insightface ``train.rec`` and verification reads the
-``lfw.bin`` / ``cfp_fp.bin`` / ``agedb_30.bin`` files found beside it.
+further disjoint identities for MegaFace-like identification. On real data the benchmark has
+the protocols the files provide (:mod:`fkdlib.evaluation.sources`): ``data="rec:DIR"`` trains
+on insightface's ``DIR/train.rec`` and verifies on the ``.bin`` files in ``DIR``;
+``data="folder:DIR"`` trains on ``DIR/train/<identity>/`` and evaluates on ``DIR/*.bin``,
+``DIR/pairs.txt`` and ``DIR/test/<identity>/``. ``eval_sets="lfw"`` adds the official LFW pairs
+(scikit-learn's loader) to any of them. :attr:`FaceBenchmark.protocols` says what a benchmark
+has; asking an :class:`Evaluation` for a protocol it lacks raises
+:class:`~fkdlib.errors.DataUnavailable`, which the claims report as not assessed.
 
 TAR at a FAR is reported only where at least :data:`MIN_NEGATIVES_ABOVE` negatives lie above
 the threshold (:func:`reportable_fars`); elsewhere it is NaN.
@@ -35,37 +40,27 @@ from sklearn.metrics import roc_curve
 
 from ..data import parse_data_arg
 from ..data.synthface.protocols import (
-    IdentificationSplit, PairProtocol, agedb_pairs, cfp_fp_pairs, check_identity_disjoint,
-    identification_split, ijb_template_pairs, lfw_pairs)
+    IdentificationSplit, PairProtocol, check_identity_disjoint, identification_split,
+    ijb_template_pairs)
+from ..data.synthface.sizes import (  # noqa: F401  (re-exported: the benchmark's sizes)
+    AGE_GAP_FRACTION, PROFILE_FRACTION, REAL_PAIRS, pairs_per_fold_of, protocol_pairs_per_fold,
+    synthface_data_spec, verification_lists)
 from ..data.transforms import to_float_image
-from ..errors import ConfigError, MissingDataError
+from ..errors import ConfigError, DataUnavailable, MissingDataError
 from ..profiles import Profile, get_profile
 from .embed import extract_embeddings
 from .identification import IdentificationResult, evaluate_identification
 from .similarity import similarity_stats, tar_at_far
+from .sources import REAL_BINS
 from .verification import VerificationResult, evaluate_verification
 
 PROTOCOL_LABELS = {"lfw": "LFW-like", "cfp_fp": "CFP-FP-like", "agedb": "AgeDB-like",
-                   "ijb": "IJB-like"}
-REAL_BINS = {"lfw": "lfw.bin", "cfp_fp": "cfp_fp.bin", "agedb": "agedb_30.bin"}
+                   "calfw": "CALFW", "cplfw": "CPLFW", "ijb": "IJB-like",
+                   "lfw_real": "LFW (real)", "identification": "identification"}
 FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
-# Pairs in the real benchmarks, 10 identity-disjoint folds of half positive, half negative
-# pairs each: LFW View 2 (pairs.txt: 10 x (300 + 300), Huang et al. 2007), CFP's
-# frontal-profile protocol (Protocol/Split/FP: 10 x (350 + 350), Sengupta et al. 2016) and
-# AgeDB-30 (10 x (300 + 300), Moschoglou et al. 2017). A profile's ``protocol_scale`` takes
-# a fraction of them.
-REAL_PAIRS = {"lfw": 6000, "cfp_fp": 7000, "agedb": 6000}
 # A TAR at FAR f on N negatives rests on the f * N negatives the threshold lets through; it is
 # reported only when at least this many are (see reportable_fars), else it is NaN.
 MIN_NEGATIVES_ABOVE = 100
-# SynthFace draws yaw uniformly in [-max_yaw, max_yaw] and an age drift uniformly in
-# [-max_drift, max_drift] years per image. The CFP-FP-like "profile" side takes the top quarter
-# of the pose range (|yaw| >= 60 only at hard difficulty, as in CFP) and the "frontal" side the
-# bottom quarter (at most 15 degrees, as in CFP), and AgeDB-like positives
-# need an age gap of at least 75% of the largest drift: large enough to matter, common enough
-# to fill the folds.
-PROFILE_FRACTION = 0.75
-AGE_GAP_FRACTION = 0.75
 # IJB-like templates: every test identity's images split into this many disjoint templates
 # (two of ~half its images each: one genuine template pair per identity).
 IJB_TEMPLATES_PER_IDENTITY = 2
@@ -84,6 +79,7 @@ class VerificationSet:
     name: str
     pool: str
     protocol: PairProtocol
+    source: str = "SynthFace test split"
 
     @property
     def label(self) -> str:
@@ -101,11 +97,44 @@ class FaceBenchmark:
     verification: dict[str, VerificationSet]
     identification: IdentificationSplit | None = None
     test_metadata: pd.DataFrame | None = None
+    # what the notebooks should know about the data (protocols that could not be drawn ...)
+    notes: list[str] = field(default_factory=list)
+    # the training data in words, for captions ("SynthFace", "faces_emore (insightface .rec)")
+    source: str = "SynthFace"
+
+    @property
+    def synthetic(self) -> bool:
+        """Trained on SynthFace, whose exact attributes and landmarks some analyses need."""
+        return self.train_data.get("kind") == "synthface"
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """The protocol keys this data provides: the pair lists, and ``"identification"``."""
+        extra = ("identification",) if self.identification is not None else ()
+        return (*self.verification, *extra)
+
+    def has(self, protocol: str) -> bool:
+        """Whether the data provides ``protocol`` (a key of :attr:`protocols`)."""
+        return protocol in self.protocols
+
+    def missing(self, protocol: str) -> str:
+        """Why an analysis of ``protocol`` is skipped on this data, in words."""
+        return unavailable_message(protocol)
+
+    @property
+    def pair_protocol(self) -> str:
+        """The list the similarity figures and TAR tables read: the IJB-like template list
+        where there is one, else the list with the most negative pairs."""
+        if "ijb" in self.verification:
+            return "ijb"
+        return max(self.verification, key=lambda key: self.verification[key].protocol
+                   .num_negative)
 
     def describe(self) -> pd.DataFrame:
         """One row per protocol (the notebooks' ``protocols.csv``).
 
-        Columns: ``protocol`` (label), ``key``, ``pool``, ``folds`` (NA for all-pairs lists),
+        Columns: ``protocol`` (label), ``key``, ``source`` (where the list comes from),
+        ``pool``, ``folds`` (NA for all-pairs lists),
         ``pairs``, ``positives``, ``negatives``, ``identities`` (distinct identities in the
         list; NA where unknown, as in the real ``.bin`` files), ``templates`` (NA for image
         pairs) and ``lowest reportable FAR`` (the lowest of :data:`FARS` that
@@ -118,7 +147,7 @@ class FaceBenchmark:
                 protocol.labels.dtype, np.number) else protocol.labels
             fars = reportable_fars(protocol.num_negative)
             rows.append({
-                "protocol": vset.label, "key": key, "pool": vset.pool,
+                "protocol": vset.label, "key": key, "source": vset.source, "pool": vset.pool,
                 "folds": (pd.NA if protocol.fold is None
                           else int(np.unique(protocol.fold).size)),
                 "pairs": protocol.num_pairs, "positives": protocol.num_positive,
@@ -152,41 +181,8 @@ def lowest_reportable_far(evaluation: Evaluation, protocol: str) -> float:
     return MIN_NEGATIVES_ABOVE / max(1, evaluation.num_negatives(protocol))
 
 
-def protocol_pairs_per_fold(name: str, profile: Profile) -> int:
-    """Pairs per fold of the ``name`` list (a key of :data:`REAL_PAIRS`) at the profile: the
-    real benchmark's pairs times ``protocol_scale``, over ``verification_folds`` folds, each
-    half positive and half negative, rounded down, and at least one of each per fold."""
-    if name not in REAL_PAIRS:
-        raise ConfigError(f"no real size for protocol {name!r}; known: {sorted(REAL_PAIRS)}")
-    scale = profile.protocol_scale
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-        raise ConfigError(f"profile {profile.name!r}: protocol_scale must be a positive "
-                          f"number (fraction of the real benchmarks' sizes), got {scale!r}")
-    folds = profile.verification_folds
-    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 1:
-        raise ConfigError(f"profile {profile.name!r}: verification_folds must be a positive "
-                          f"integer, got {folds!r}")
-    half = int(np.floor(scale * REAL_PAIRS[name] / (2 * folds) + 1e-9))
-    return 2 * max(1, half)
-
-
-def synthface_data_spec(profile: Profile, split: str, seed: int, **overrides: Any) -> dict:
-    """The dataset spec of a SynthFace split sized by the profile."""
-    sizes = {"train": (profile.train_identities, profile.train_images_per_identity),
-             "test": (profile.test_identities, profile.test_images_per_identity)}
-    if split not in sizes:
-        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
-    identities, per_identity = sizes[split]
-    spec = {"kind": "synthface", "split": split, "num_identities": identities,
-            "images_per_identity": per_identity, "resolution": profile.resolution,
-            "seed": seed, "difficulty": profile.difficulty}
-    spec.update(overrides)
-    return spec
-
-
 def _synthface_benchmark(profile: Profile, seed: int) -> FaceBenchmark:
     from ..data.synthface import SynthFace
-    from ..data.synthface.params import get_difficulty
 
     train_data = synthface_data_spec(profile, "train", seed)
     test_spec = synthface_data_spec(profile, "test", seed)
@@ -199,17 +195,8 @@ def _synthface_benchmark(profile: Profile, seed: int) -> FaceBenchmark:
     meta = test.metadata
     check_identity_disjoint(train_meta, meta, names=("train", "test"))
     check_identity_disjoint(meta, distractors.metadata, names=("test", "distractors"))
-    folds = profile.verification_folds
-    per_fold = {name: protocol_pairs_per_fold(name, profile) for name in REAL_PAIRS}
-    difficulty = get_difficulty(profile.difficulty)
     protocols = {
-        "lfw": lfw_pairs(meta, folds=folds, pairs_per_fold=per_fold["lfw"], seed=seed),
-        "cfp_fp": cfp_fp_pairs(
-            meta, folds=folds, pairs_per_fold=per_fold["cfp_fp"], seed=seed,
-            frontal_max_yaw=min(15.0, (1 - PROFILE_FRACTION) * difficulty.max_yaw),
-            profile_min_yaw=min(60.0, PROFILE_FRACTION * difficulty.max_yaw)),
-        "agedb": agedb_pairs(meta, min_age_gap=AGE_GAP_FRACTION * difficulty.max_age_drift,
-                             folds=folds, pairs_per_fold=per_fold["agedb"], seed=seed),
+        **verification_lists(profile, meta, seed),
         "ijb": ijb_template_pairs(meta, templates_per_identity=IJB_TEMPLATES_PER_IDENTITY,
                                   max_negatives=IJB_MAX_NEGATIVES, seed=seed),
     }
@@ -220,62 +207,110 @@ def _synthface_benchmark(profile: Profile, seed: int) -> FaceBenchmark:
 
 
 def _real_benchmark(profile: Profile, seed: int, spec: dict) -> FaceBenchmark:
-    from ..data.formats import load_verification_bin
+    """A benchmark of real data (module docstring): the training set of ``rec:`` or
+    ``folder:`` and every protocol its folder provides."""
+    from .sources import bin_protocols, identity_folder_protocols, pairs_txt_protocol
 
     root = Path(spec["path"])
-    folder = root if root.is_dir() else root.parent
-    pools, verification = {}, {}
-    for name, filename in REAL_BINS.items():
-        path = folder / filename
-        if not path.exists():
-            continue
-        loaded = load_verification_bin(path, image_size=profile.resolution)
-        keep = _scaled_real_pairs(np.asarray(loaded.issame, bool), profile.verification_folds,
-                                  protocol_pairs_per_fold(name, profile) // 2)
-        n = keep.size
-        images = np.stack([2 * keep, 2 * keep + 1], axis=1).reshape(-1)
-        pools[name] = (loaded.images if n == len(loaded.issame)
-                       else loaded.images[torch.from_numpy(images)])
-        fold = (np.arange(n) * profile.verification_folds) // n
-        protocol = PairProtocol(name, np.arange(2 * n), np.asarray(loaded.issame, bool)[keep],
-                                np.full(2 * n, -1), fold)
-        verification[name] = VerificationSet(name, name, protocol)
-    if not verification:
-        raise MissingDataError(f"no verification file ({', '.join(REAL_BINS.values())}) found "
-                               f"in {folder}; put the insightface .bin files beside train.rec")
-    return FaceBenchmark(profile, seed, spec, pools, verification)
+    pools: dict[str, Any] = {}
+    verification: dict[str, VerificationSet] = {}
+    identification, metadata, notes = None, None, []
+    if spec["kind"] == "recordio":
+        folder = root if root.is_dir() else root.parent
+        train_data = {"kind": "recordio", "path": str(root), "image_size": profile.resolution}
+    else:
+        folder = root
+        if not (root / "train").is_dir():
+            raise MissingDataError(f"data='folder:{root}': expected the training identities in "
+                                   f"{root / 'train'}/<identity>/<images>")
+        train_data = {"kind": "folder", "path": str(root / "train"),
+                      "image_size": profile.resolution}
+    for key, (pool, protocol, source) in bin_protocols(folder, profile).items():
+        pools[key] = pool
+        verification[key] = VerificationSet(key, key, protocol, source)
+    if spec["kind"] == "folder":
+        listed = pairs_txt_protocol(root, profile)
+        if listed is not None:
+            if "lfw" in verification:
+                notes.append(f"{root / 'pairs.txt'} ignored: lfw.bin already gives the LFW list")
+            else:
+                pools["lfw"] = listed[0]
+                verification["lfw"] = VerificationSet("lfw", "lfw", listed[1], listed[2])
+        if (root / "test").is_dir():
+            drawn = identity_folder_protocols(root / "test", profile, seed,
+                                              with_lfw="lfw" not in verification)
+            pools.update(drawn["pools"])
+            for key, protocol in drawn["verification"].items():
+                verification[key] = VerificationSet(key, "test", protocol,
+                                                    "test/ identities")
+            identification, metadata = drawn["identification"], drawn["metadata"]
+            notes.extend(drawn["notes"])
+    kind = "insightface .rec" if spec["kind"] == "recordio" else "image folders"
+    return FaceBenchmark(profile, seed, train_data, pools, verification, identification,
+                         metadata, notes, f"{root.name} ({kind})")
 
 
-def _scaled_real_pairs(issame: np.ndarray, folds: int, half: int) -> np.ndarray:
-    """Pairs of a real ``.bin`` list kept at the profile's ``protocol_scale``: within each of
-    the ``folds`` contiguous blocks (the insightface folds), the first ``half`` positive and
-    the first ``half`` negative pairs, in the file's order; all pairs when no fold has more."""
-    n = issame.size
-    fold = (np.arange(n) * folds) // n
-    keep = np.zeros(n, dtype=bool)
-    for f in range(folds):
-        block = fold == f
-        for label in (True, False):
-            keep[np.flatnonzero(block & (issame == label))[:half]] = True
-    return np.flatnonzero(keep)
+def _add_eval_sets(bench: FaceBenchmark, eval_sets: Sequence[str]) -> FaceBenchmark:
+    from .sources import SKLEARN_LFW, sklearn_lfw_protocol
+
+    for name in eval_sets:
+        if name == "lfw":
+            pool, protocol, source = sklearn_lfw_protocol(bench.profile)
+            bench.pools[SKLEARN_LFW] = pool
+            bench.verification[SKLEARN_LFW] = VerificationSet(SKLEARN_LFW, SKLEARN_LFW,
+                                                              protocol, source)
+    return bench
 
 
 def face_benchmark(profile: str | Profile = "default", seed: int = 0,
-                   data: str = "synthface") -> FaceBenchmark:
-    """Build the benchmark a notebook trains and evaluates on."""
+                   data: str = "synthface", eval_sets: str = "") -> FaceBenchmark:
+    """Build the benchmark a notebook trains and evaluates on: ``data`` is ``"synthface"``,
+    ``"rec:DIR"`` or ``"folder:DIR"`` (module docstring); ``eval_sets`` adds evaluation-only
+    real sets (``"lfw"``: the official LFW pairs through scikit-learn)."""
+    from .sources import parse_eval_sets
+
     profile = get_profile(profile)
+    extra = parse_eval_sets(eval_sets)
     spec = parse_data_arg(data)
     if spec["kind"] == "synthface":
-        return _synthface_benchmark(profile, seed)
-    if spec["kind"] == "recordio":
-        return _real_benchmark(profile, seed, spec)
-    raise ConfigError(f"data={data!r}: face notebooks need 'synthface' or 'rec:/path' (an "
-                      "insightface folder with train.rec and verification .bin files)")
+        bench = _synthface_benchmark(profile, seed)
+    elif spec["kind"] in ("recordio", "folder"):
+        bench = _real_benchmark(profile, seed, spec)
+    else:
+        raise ConfigError(f"data={data!r}: face notebooks need 'synthface', 'rec:DIR' (insightface "
+                          "train.rec and .bin files) or 'folder:DIR' (DIR/train/<identity>/)")
+    bench = _add_eval_sets(bench, extra)
+    if not bench.verification and bench.identification is None:
+        raise MissingDataError(
+            f"data={data!r} provides no evaluation protocol: put insightface .bin files "
+            f"({', '.join(REAL_BINS.values())}) beside the training data, a pairs.txt with its "
+            "images under test/ or lfw/, or test/<identity>/ folders (folder: data), or add "
+            "eval_sets='lfw'")
+    return bench
+
+
+def unavailable_message(protocol: str) -> str:
+    """``"no IJB-like list in this data"``: why what needs ``protocol`` is not assessed."""
+    if protocol == "identification":
+        return "no identification protocol (gallery, probes) in this data"
+    if protocol == "test identities":
+        return ("no labelled test identities in this data (SynthFace's test split, or "
+                "DIR/test/<identity>/ with data='folder:DIR')")
+    return f"no {PROTOCOL_LABELS.get(protocol, protocol)} list in this data"
+
+
+class ProtocolResults(dict):
+    """Per-protocol results: asking for a protocol the data lacks raises
+    :class:`~fkdlib.errors.DataUnavailable` (a ``KeyError``) that says so."""
+
+    def __missing__(self, protocol: str) -> Any:
+        raise DataUnavailable(unavailable_message(protocol))
 
 
 @dataclass
 class Evaluation:
-    """A backbone's results on every protocol of a benchmark."""
+    """A backbone's results on every protocol of a benchmark (protocols the data lacks raise
+    :class:`~fkdlib.errors.DataUnavailable`)."""
 
     name: str
     verification: dict[str, VerificationResult]
@@ -287,6 +322,16 @@ class Evaluation:
     # protocol -> (first, second) identity of each pair's two sides (-1: unknown)
     identities: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict,
                                                                  repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("verification", "scores", "issame", "tar", "embeddings", "identities"):
+            setattr(self, name, ProtocolResults(getattr(self, name)))
+
+    def require_identification(self) -> IdentificationResult:
+        """The identification result, or :class:`~fkdlib.errors.DataUnavailable`."""
+        if self.identification is None:
+            raise DataUnavailable(unavailable_message("identification"))
+        return self.identification
 
     def positives(self, protocol: str) -> np.ndarray:
         return self.scores[protocol][self.issame[protocol]]
@@ -377,9 +422,11 @@ def evaluate(backbone: nn.Module, bench: FaceBenchmark, name: str = "",
     if bench.identification is not None:
         split = bench.identification
         test = embeddings["test"]
+        distractors = (embeddings["distractors"][split.distractor_rows]
+                       if split.distractor_rows.size else None)
         identification = evaluate_identification(
             test[split.gallery_rows], split.gallery_labels, test[split.probe_rows],
-            split.probe_labels, distractor_emb=embeddings["distractors"][split.distractor_rows])
+            split.probe_labels, distractor_emb=distractors)
     return Evaluation(name or getattr(backbone, "name", "model"), verification, scores, issame,
                       tar, embeddings, identification, identities)
 
@@ -398,11 +445,16 @@ def first_seed(evaluations: Mapping[str, Sequence[Evaluation]]) -> dict[str, Eva
     return {name: runs[0] for name, runs in evaluations.items()}
 
 
-def pool_embeddings(evaluations: Mapping[str, Sequence[Evaluation]], pool: str = "test"
+def pool_embeddings(evaluations: Mapping[str, Sequence[Evaluation]], pool: str | None = None
                     ) -> dict[str, list[np.ndarray]]:
     """``{name: [embeddings of the pool, one array per run]}`` (for the training-health and
-    clustering tables)."""
-    return {name: [ev.embeddings[pool] for ev in runs] for name, runs in evaluations.items()}
+    clustering tables); by default the ``"test"`` pool, or the first pool where the data has
+    no test identities (a real benchmark of ``.bin`` files)."""
+    def chosen(ev: Evaluation) -> str:
+        return pool or ("test" if "test" in ev.embeddings else next(iter(ev.embeddings)))
+
+    return {name: [ev.embeddings[chosen(ev)] for ev in runs]
+            for name, runs in evaluations.items()}
 
 
 def similarity_table(evaluations: Mapping[str, Sequence[Evaluation]],

@@ -182,7 +182,6 @@ def model_health(models: Mapping[str, Sequence[Any]],
             effective dimension), in the same seed order.
     """
     from ..data import build_dataset
-    from ..training.trainer import dataset_labels
 
     missing = [name for name in models if name not in test_embeddings]
     if missing:
@@ -196,13 +195,34 @@ def model_health(models: Mapping[str, Sequence[Any]],
         for model, embeddings in zip(replicates, test_embeddings[name], strict=True):
             key = json.dumps(model.spec.data, sort_keys=True, default=str)
             if key not in training_sets:
-                dataset = build_dataset(model.spec.data)
-                training_sets[key] = (
-                    torch.from_numpy(np.ascontiguousarray(dataset.images_u8())),
-                    torch.from_numpy(dataset_labels(dataset)))
+                training_sets[key] = training_images(build_dataset(model.spec.data))
             seed = int(model.spec.train.get("seed", 0))
             rows[(name, seed)] = training_health(model, *training_sets[key], embeddings)
     return health_table(rows, gate)
+
+
+# Training images the health of a model trained on a file-backed dataset is measured on (an
+# in-memory dataset such as SynthFace gives all of its images).
+MAX_HEALTH_IMAGES = 5000
+
+
+def training_images(dataset: Any, max_images: int = MAX_HEALTH_IMAGES, seed: int = 0
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images and labels of a training set for :func:`training_health`: all of an
+    in-memory dataset (``images_u8()``), else ``max_images`` drawn with ``seed`` and read one
+    by one (real data on disk, e.g. a ``.rec`` of millions of faces)."""
+    from ..training.trainer import dataset_labels
+
+    labels = dataset_labels(dataset)
+    if hasattr(dataset, "images_u8"):
+        return (torch.from_numpy(np.ascontiguousarray(dataset.images_u8())),
+                torch.from_numpy(labels))
+    rows = np.arange(len(labels))
+    if rows.size > max_images:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_images, replace=False))
+    images = torch.stack([dataset[int(i)]["image"] for i in rows])
+    as_u8 = torch.round((images * 0.5 + 0.5) * 255).clamp(0, 255).to(torch.uint8)
+    return as_u8, torch.from_numpy(labels[rows])
 
 
 def failed_models(table: pd.DataFrame) -> dict[str, str]:

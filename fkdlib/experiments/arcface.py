@@ -26,8 +26,10 @@ from ..report import figures as figs
 from ..report.evidence import face_tests
 from ..report.references import load_reference, reference_table
 from ..training.callbacks import angles_from_history, target_angles
+from ..errors import DataUnavailable
 from ..evaluation.benchmark import (
-    Evaluation, FaceBenchmark, evaluate_seeds, identity_sample_rows, summary_table)
+    PROTOCOL_LABELS, Evaluation, FaceBenchmark, evaluate_seeds, identity_sample_rows,
+    summary_table, synthface_data_spec)
 from ..zoo import DEFAULT_CACHE_DIR, TrainedModel, get_or_train, train_seeds, training_spec
 
 Runs = Sequence[Evaluation]
@@ -49,12 +51,17 @@ PAPER_ROW = {"Norm-Softmax": "Norm-Softmax", "SphereFace": "SphereFace (1.5,0,0)
              "CosFace": "CosFace (1,0,0.35)", "ArcFace": "ArcFace (1,0.5,0)",
              "CM (1,0.3,0.2)": "CM (1,0.3,0.2)"}
 TOY_IDENTITIES = 8
+ANGLES_UNAVAILABLE = ("θ_y is recorded during training only on SynthFace (the monitor samples "
+                      "its in-memory training images); not recorded on this data")
 
 
 def specs(bench: FaceBenchmark) -> dict:
-    """One :class:`~fkdlib.zoo.ModelSpec` per loss, identical but for the head."""
+    """One :class:`~fkdlib.zoo.ModelSpec` per loss, identical but for the head. On SynthFace
+    each records θ_y of a fixed sample of training images every epoch (the ``target_angles``
+    monitor, which samples the in-memory SynthFace images; not on real data)."""
+    monitors = ("target_angles",) if bench.synthetic else ()
     return {name: training_spec(bench, BACKBONE, head, head_kwargs=kwargs,
-                                name=f"01_arcface/{name}", monitors=("target_angles",))
+                                name=f"01_arcface/{name}", monitors=monitors)
             for name, (head, kwargs) in LOSSES.items()}
 
 
@@ -92,15 +99,17 @@ def paper_comparison(evaluations: Mapping[str, Runs]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def tar_comparison(evaluations: Mapping[str, Runs]) -> pd.DataFrame:
-    """IJB-like TAR at FAR (mean over seeds; NaN where the list has too few negatives to
-    report it) beside thesis Table 3.1's AS5 rows (ResNet-34, IJB-B)."""
+def tar_comparison(evaluations: Mapping[str, Runs], protocol: str = "ijb") -> pd.DataFrame:
+    """TAR at FAR on the ``protocol`` list (the IJB-like one on SynthFace; mean over seeds;
+    NaN where the list has too few negatives to report it) beside thesis Table 3.1's AS5 rows
+    (ResNet-34, IJB-B)."""
     table = load_reference("fanface_table_3_1")
     fars = (1e-5, 1e-4, 1e-3, 1e-2)
+    label = PROTOCOL_LABELS.get(protocol, protocol)
     rows = []
     for name, runs in evaluations.items():
-        rows.append({"method": f"{name} (ours, IJB-like)",
-                     **{f"TAR@{far:g}": float(np.mean([ev.tar["ijb"][far] for ev in runs]))
+        rows.append({"method": f"{name} (ours, {label})",
+                     **{f"TAR@{far:g}": float(np.mean([ev.tar[protocol][far] for ev in runs]))
                         for far in fars}})
     for paper_name in ("AS5 ResNet34-Softmax", "Baseline ArcFace (ResNet34)"):
         paper = table[table.method == paper_name].set_index("metric")["value"]
@@ -138,8 +147,9 @@ def toy_embeddings(bench: FaceBenchmark, device: str | torch.device = "cpu",
     the paper's m = 0.5 with s = 16 (s = 64 saturates in 2-D).
     """
     profile = bench.profile
-    data = dict(bench.train_data, num_identities=TOY_IDENTITIES,
-                images_per_identity=max(16, 4 * profile.train_images_per_identity))
+    # a didactic figure: always SynthFace, whatever data the notebook runs on
+    data = synthface_data_spec(profile, "train", bench.seed, num_identities=TOY_IDENTITIES,
+                               images_per_identity=max(16, 4 * profile.train_images_per_identity))
     toy = {}
     for name, head, kwargs in (("Softmax", "softmax", {}),
                                ("ArcFace", "arcface", {"s": 16.0, "m": 0.5})):
@@ -234,6 +244,8 @@ def claim_tests(evaluations: Mapping[str, Runs], models: Mapping[str, Sequence[T
 
     def theta(claim: Claim) -> Evidence:
         runs = models[claim.compares[0]]
+        if any("theta_deg" not in m.history for m in runs):
+            raise DataUnavailable(ANGLES_UNAVAILABLE)
         late = [angles_from_history(m.history, -1) for m in runs]
         early = [angles_from_history(m.history, 1) for m in runs]
         size = late[0].size
@@ -276,19 +288,25 @@ def target_logit_figure(curves: pd.DataFrame) -> Figure:
 def training_curves_figure(histories: Mapping[str, pd.DataFrame]) -> Figure:
     """Training loss (log scale) and mean θ_y of the monitored training images per epoch,
     one line per loss in its method colour, one legend; the training-time view of the
-    paper's Fig. 4 (θ_y shrinks as training goes on).
+    paper's Fig. 4 (θ_y shrinks as training goes on). Without a θ_y record (real data:
+    :data:`ANGLES_UNAVAILABLE`) the loss panel alone.
 
     Args:
         histories: method -> its training history (``epoch``, ``loss``, ``theta_mean``).
     """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
+    angles = all("theta_mean" in history for history in histories.values())
+    fig, axes = plt.subplots(1, 2 if angles else 1, figsize=(10 if angles else 5.5, 3.5),
+                             layout="constrained", squeeze=False)
+    axes = axes[0]
     for name, history in histories.items():
         color = figs.method_color(name)
         axes[0].plot(history.epoch, history.loss, label=name, color=color)
-        axes[1].plot(history.epoch, history.theta_mean, label=name, color=color)
+        if angles:
+            axes[1].plot(history.epoch, history.theta_mean, label=name, color=color)
     axes[0].set(xlabel="epoch", ylabel="training loss", yscale="log")
-    axes[1].set(xlabel="epoch", ylabel="mean θ_y on training images (°)")
-    axes[1].legend(fontsize=7)
+    if angles:
+        axes[1].set(xlabel="epoch", ylabel="mean θ_y on training images (°)")
+    axes[-1].legend(fontsize=7)
     return fig
 
 

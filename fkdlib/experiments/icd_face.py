@@ -340,13 +340,14 @@ def ablation_table(evaluations: Mapping[str, Runs | Evaluation], teacher: Runs |
 # ----------------------------------------------------------------------------- claims
 
 
-def claims() -> list[Claim]:
+def claims(protocol: str = CLAIM_PROTOCOL) -> list[Claim]:
     """The paper's observation and its fix, declared once, with the paper's words (it
-    publishes no code, and we hold none of its table numbers, so no paper effect)."""
+    publishes no code, and we hold none of its table numbers, so no paper effect), on the
+    ``protocol`` pair list (the IJB-like one on SynthFace; on real data the benchmark's
+    :attr:`~fkdlib.evaluation.benchmark.FaceBenchmark.pair_protocol`)."""
     delta = EQUIVALENCE_MARGIN
     observation = f"{PAPER_SOURCE}: the FCD observation (abstract, motivation)"
     fix = f"{PAPER_SOURCE}: ICD (abstract, experiments)"
-    protocol = CLAIM_PROTOCOL
     premise = (PREMISE,)
     return [
         Claim(PREMISE, "Premise: the teacher is more compact than the student trained alone "
@@ -393,7 +394,8 @@ def claims() -> list[Claim]:
 
 
 def check_claims(evaluations: Mapping[str, Runs | Evaluation], n_boot: int, assess: bool,
-                 seed: int = 0, unhealthy: Mapping[str, str] | None = None) -> pd.DataFrame:
+                 seed: int = 0, unhealthy: Mapping[str, str] | None = None,
+                 protocol: str = CLAIM_PROTOCOL) -> pd.DataFrame:
     """Every claim of :func:`claims` checked on the face benchmark's tests
     (:func:`fkdlib.report.evidence.face_tests`: stratified by class for mean similarities,
     seeds and test identities resampled); the paper's claims only where the premise holds and
@@ -402,7 +404,8 @@ def check_claims(evaluations: Mapping[str, Runs | Evaluation], n_boot: int, asse
     if missing:
         raise ConfigError(f"the claims need evaluations of {', '.join(METHODS)}; missing "
                           f"{', '.join(missing)}")
-    return evaluate_claims(claims(), face_tests(evaluations, n_boot, seed), assess, unhealthy)
+    return evaluate_claims(claims(protocol), face_tests(evaluations, n_boot, seed), assess,
+                           unhealthy)
 
 
 # ----------------------------------------------------------------------------- figures

@@ -34,6 +34,9 @@ Three more rules make a verdict trustworthy:
   paper gives no effect size, ``not significant`` stands and the ``reason`` column says so.
 - **Training health.** A claim that compares a model failing the training-health gate
   (:class:`~fkdlib.evaluation.health.HealthGate`) is ``not assessed``, the reason named.
+- **Data.** A claim whose test needs a protocol the data lacks (the test raises
+  :class:`~fkdlib.errors.DataUnavailable`, e.g. no IJB-like list in a set of real ``.bin``
+  files) is ``not assessed``, the missing protocol named.
 - **Premises.** A claim may require others (``requires``: ids of claims in the same list, e.g.
   "the teacher is more compact than the student"); unless each of them holds, it is
   ``not assessed``, the failed premise named.
@@ -51,7 +54,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataUnavailable
 from ..io import atomic_write_text
 from .results import markdown_table
 
@@ -345,6 +348,9 @@ def evaluate_claims(claims: Sequence[Claim], tests: Mapping[str, ClaimTest],
             is ``not assessed``, unless its evidence is an exact count (parameters, FLOPs),
             which does not depend on training.
 
+    A test raising :class:`~fkdlib.errors.DataUnavailable` (the data lacks the protocol it
+    reads) makes its claim ``not assessed`` with that reason, and so its dependants.
+
     Raises:
         ConfigError: a claim names a test that ``tests`` lacks, or requires a claim that is
             not listed before it (before any test runs).
@@ -364,7 +370,13 @@ def evaluate_claims(claims: Sequence[Claim], tests: Mapping[str, ClaimTest],
     unhealthy = dict(unhealthy or {})
     results: dict[str, ClaimResult] = {}
     for claim in claims:
-        evidence = tests[claim.test_name](claim)
+        try:
+            evidence = tests[claim.test_name](claim)
+        except DataUnavailable as missing:
+            nan = math.nan
+            results[claim.id] = ClaimResult(claim, NOT_ASSESSED, nan, nan, nan, None, None, "",
+                                            reason=str(missing))
+            continue
         result = check_claim(claim, evidence, assess)
         failed = [premise for premise in claim.requires if results[premise].status != HOLDS]
         # an exact count (parameters, FLOPs, groups) does not depend on how a model trained

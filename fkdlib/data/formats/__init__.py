@@ -5,6 +5,8 @@
   ``agedb_30.bin``), through the restricted unpickler of :mod:`.safe_pickle`.
 * :mod:`.cifar`: CIFAR-10/100 in the python-pickle distribution (SRRL's tables).
 * :mod:`.folders`: one folder per identity, and LFW's ``pairs.txt``.
+* :mod:`.sklearn_lfw`: the official LFW pairs through scikit-learn's loader (and a writer of
+  its cache layout, for offline tests).
 * :mod:`.convert` and ``fkd convert``: conversions between them.
 """
 
@@ -28,6 +30,12 @@ from .recordio import (
     unpack_record,
     write_identity_records,
 )
+from .sklearn_lfw import (
+    SQUARE_FACE_SLICE,
+    LfwPairsSet,
+    load_sklearn_lfw_pairs,
+    write_sklearn_lfw_cache,
+)
 from .safe_pickle import ALLOWED_GLOBALS, RestrictedUnpickler, restricted_loads
 from .verification_bin import (
     VerificationBin,
@@ -38,6 +46,10 @@ from .verification_bin import (
 
 __all__ = [
     "CIFARDataset",
+    "LfwPairsSet",
+    "SQUARE_FACE_SLICE",
+    "load_sklearn_lfw_pairs",
+    "write_sklearn_lfw_cache",
     "find_cifar_folder",
     "python2_pickle",
     "write_cifar",

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from ...errors import ConfigError, DataFormatError, MissingDataError
 from ..transforms import to_float_image
-from .images import IMAGE_EXTENSIONS, decode_rgb, hwc_to_chw_tensor
+from .images import IMAGE_EXTENSIONS, decode_rgb, hwc_to_chw_tensor, image_size_pair, resize_rgb
 
 
 class ImageFolderDataset(Dataset):
@@ -40,6 +40,8 @@ class ImageFolderDataset(Dataset):
         transform: optional callable applied to the float image tensor.
         on_error: ``"raise"`` stops on an undecodable image naming the file; ``"skip"`` replaces
             it with the next decodable item and counts it in ``skipped``.
+        image_size: resize every image to this size (one int: a square; ``(height, width)``)
+            with a bilinear filter before normalising; ``None`` keeps each image's own size.
 
     Attributes:
         classes: identity folder names, sorted; label ``i`` is ``classes[i]``.
@@ -52,9 +54,11 @@ class ImageFolderDataset(Dataset):
         root: str | os.PathLike,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         on_error: str = "raise",
+        image_size: int | tuple[int, int] | None = None,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.image_size = image_size_pair(image_size)
         self.root = Path(root)
         if not self.root.is_dir():
             raise MissingDataError(
@@ -129,6 +133,8 @@ class ImageFolderDataset(Dataset):
                     )
                 self._bad.add(position)
                 continue
+            if self.image_size is not None:
+                pixels = resize_rgb(pixels, self.image_size)
             image = to_float_image(hwc_to_chw_tensor(pixels))
             if self.transform is not None:
                 image = self.transform(image)

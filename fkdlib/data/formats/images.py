@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ...errors import DataFormatError
+from ...errors import ConfigError, DataFormatError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 """File suffixes (lower case) that the folder readers treat as images."""
@@ -85,6 +85,35 @@ def encode_jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:
         buffer, format="JPEG", quality=quality
     )
     return buffer.getvalue()
+
+
+def resize_rgb(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(H, W, 3)`` uint8 pixels resized to ``size = (height, width)`` with Pillow's bilinear
+    filter (antialiased when shrinking); unchanged when already that size."""
+    if pixels.shape[:2] == tuple(size):
+        return pixels
+    return np.asarray(Image.fromarray(pixels).resize((size[1], size[0]),
+                                                     Image.Resampling.BILINEAR))
+
+
+def image_size_pair(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``image_size`` as ``(height, width)``: one int means a square; ``None`` stays ``None``.
+
+    Raises:
+        ConfigError: not a positive int or a pair of them.
+    """
+    if image_size is None:
+        return None
+    pair = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else image_size
+    try:
+        height, width = pair
+    except (TypeError, ValueError):
+        height = width = None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+               for v in (height, width)):
+        raise ConfigError(f"image_size must be a positive int or (height, width) of them, got "
+                          f"{image_size!r}")
+    return int(height), int(width)
 
 
 def hwc_to_chw_tensor(pixels: np.ndarray) -> torch.Tensor:

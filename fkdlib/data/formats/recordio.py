@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 from ...errors import ConfigError, DataFormatError, MissingDataError
 from ...io import atomic_open, atomic_write_text
 from ..transforms import to_float_image
-from .images import decode_rgb, hwc_to_chw_tensor
+from .images import decode_rgb, hwc_to_chw_tensor, image_size_pair, resize_rgb
 
 RECORD_MAGIC = 0xCED7230A
 """dmlc-core ``RecordIOWriter::kMagic``."""
@@ -405,9 +405,12 @@ class RecordIODataset(Dataset):
         on_error: ``"raise"`` stops on an undecodable image with the file and record key;
             ``"skip"`` replaces it with the next decodable item and counts it in ``skipped``
             (counted in the process that read it: with DataLoader workers, in each worker).
+        image_size: resize every image to this size (one int: a square; ``(height, width)``)
+            with a bilinear filter before normalising; ``None`` keeps the stored size.
 
     Attributes:
-        num_classes, image_size: from ``property``.
+        num_classes, stored_size: from ``property``.
+        image_size: the size of the images the dataset yields.
         identity_ranges: ``(first_image_key, end_image_key)`` per identity, or ``None``.
         records: the underlying :class:`RecordIOFile`.
     """
@@ -417,12 +420,15 @@ class RecordIODataset(Dataset):
         prefix_or_rec_path: str | os.PathLike,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         on_error: str = "raise",
+        image_size: int | tuple[int, int] | None = None,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        resize = image_size_pair(image_size)
         rec_path, idx_path, property_path = record_paths(prefix_or_rec_path)
         self.records = RecordIOFile(rec_path, idx_path)
-        self.num_classes, self.image_size = read_property(property_path)
+        self.num_classes, self.stored_size = read_property(property_path)
+        self.image_size = resize or self.stored_size
         self.transform = transform
         self.on_error = on_error
         self.identity_ranges = self._read_identity_ranges(property_path)
@@ -472,6 +478,7 @@ class RecordIODataset(Dataset):
                     raise
                 self._note_skipped(key, source)
                 continue
+            pixels = resize_rgb(pixels, self.image_size)
             image = to_float_image(hwc_to_chw_tensor(pixels))
             if self.transform is not None:
                 image = self.transform(image)

@@ -17,11 +17,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ...errors import ConfigError, DataFormatError, MissingDataError
 from ...io import atomic_write_bytes
-from .images import decode_rgb, encode_png, hwc_to_chw_tensor
+from .images import decode_rgb, encode_png, hwc_to_chw_tensor, image_size_pair, resize_rgb
 from .safe_pickle import restricted_loads
 
 PICKLE_PROTOCOL = 4
@@ -98,7 +97,7 @@ def load_verification_bin(
         ``(N,)``). Normalise with :func:`fkdlib.data.transforms.to_float_image`.
     """
     encoded, issame = read_verification_bin(path)
-    target = _size_pair(image_size)
+    target = image_size_pair(image_size)
     expected = target
     images = []
     for index, data in enumerate(encoded):
@@ -111,9 +110,7 @@ def load_verification_bin(
                     f"{source}: expected every image to be {expected} like the first one, "
                     f"found {pixels.shape[:2]}; pass image_size=(H, W) to resize"
                 )
-            pixels = np.asarray(
-                Image.fromarray(pixels).resize((target[1], target[0]), Image.Resampling.BILINEAR)
-            )
+            pixels = resize_rgb(pixels, target)
         images.append(hwc_to_chw_tensor(pixels))
     return VerificationBin(torch.stack(images), issame)
 
@@ -184,15 +181,6 @@ def _issame_array(issame_list: Any, path: Path) -> np.ndarray:
             f"{type(issame_list).__name__} {str(issame_list)[:60]}"
         )
     return np.asarray(values, dtype=bool).reshape(-1)
-
-
-def _size_pair(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
-    if image_size is None:
-        return None
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    if int(height) <= 0 or int(width) <= 0:
-        raise ConfigError(f"image_size must be positive, got {image_size}")
-    return int(height), int(width)
 
 
 __all__ = [
