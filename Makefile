@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fkdlib-installed
 PROFILE ?= default
 
-.PHONY: reproduce test smoke benchmarks preview clean-cache
+.PHONY: reproduce test test-real smoke benchmarks preview clean-cache
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# every notebook on every real-data source (the suite runs one source per notebook)
+test-real: $(STAMP)
+	FKD_REAL_DATA_MATRIX=1 $(PY) -m pytest -q tests/test_real_data_notebooks.py
 
 smoke: $(STAMP)
 	$(VENV)/bin/fkd reproduce --profile smoke

@@ -23,13 +23,44 @@ torch.set_num_threads(1)
 @pytest.fixture
 def smoke_notebook(tmp_path):
     """Run one notebook on the smoke profile into ``tmp_path`` (results/ and figures/) and
-    return its results folder; the run must succeed."""
-    def run(name: str):
-        runs = reproduce("smoke", only=[name], results_dir=tmp_path / "results",
-                         figures_dir=tmp_path / "figures", timeout_s=600, log=lambda *_: None)
+    return its results folder; the run must succeed. Keyword arguments go to ``reproduce``
+    (``data=``, ``eval_sets=``, ``overrides=``, another ``profile=``)."""
+    def run(name: str, profile: str = "smoke", **options):
+        runs = reproduce(profile, only=[name], results_dir=tmp_path / "results",
+                         figures_dir=tmp_path / "figures", timeout_s=1800, log=lambda *_: None,
+                         **options)
         assert [(r.name, r.status) for r in runs] == [(name, "ok")], runs[0].error
         return tmp_path / "results" / name
     return run
+
+
+@pytest.fixture(scope="session")
+def real_faces(tmp_path_factory):
+    """SynthFace at the smoke profile exported in every real layout
+    (``fkd synth export``): ``train/``, ``test/``, ``train.rec``, the ``.bin`` files and
+    ``pairs.txt``."""
+    from fkdlib.data.synthface.export import export_synthface
+
+    root = tmp_path_factory.mktemp("real") / "faces"
+    export_synthface(root, "smoke", seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def sklearn_lfw_home(tmp_path_factory, real_faces):
+    """A scikit-learn data home holding a fake LFW cache (10 folds of 6 + 6 pairs) of the
+    exported test faces, in scikit-learn's own layout; point ``SCIKIT_LEARN_DATA`` at it."""
+    from fkdlib.data.formats import ImageFolderDataset, write_sklearn_lfw_cache
+    from fkdlib.data.formats.images import decode_rgb
+
+    home = tmp_path_factory.mktemp("sklearn")
+    test = ImageFolderDataset(real_faces / "test")
+    faces: dict = {}
+    for path, label in test.samples:
+        faces.setdefault(f"Person_{label:03d}", []).append(decode_rgb(path.read_bytes(),
+                                                                      str(path)))
+    write_sklearn_lfw_cache(home, faces, folds=10, pairs_per_fold=6, seed=0)
+    return home
 
 
 class _Sleeper(torch.nn.Module):

@@ -7,7 +7,7 @@ import sys
 import nbformat
 import pytest
 
-from fkdlib.errors import ConfigError
+from fkdlib.errors import ConfigError, FkdError
 from fkdlib.reproduce import discover_notebooks, notebook_hygiene_problems, reproduce
 
 PARAMETERS = ('profile = "smoke"\nseed = 0\ndata = "synthface"\neval_sets = ""\noverrides = ""\n'
@@ -122,3 +122,34 @@ def test_hygiene_flags_outputs_counts_tags_and_kernels(tmp_path):
     problems = " / ".join(notebook_hygiene_problems(tmp_path / "02_dirty.ipynb"))
     for expected in ("stored outputs", "execution count", "tagged 'parameters'", "my-conda-env"):
         assert expected in problems
+
+
+def test_a_non_default_run_writes_under_build_and_says_where(notebooks, tmp_path,
+                                                             monkeypatch):
+    import fkdlib.reproduce as module
+
+    monkeypatch.setattr(module, "REPO_ROOT", tmp_path)
+    (notebooks / "02_fails.ipynb").unlink()
+    (notebooks / "03_hangs.ipynb").unlink()
+    said = []
+    runs = reproduce("smoke", notebooks_dir=notebooks, timeout_s=60, log=said.append,
+                     seed=2, overrides="epochs=3")
+    assert [run.status for run in runs] == ["ok"]
+    base = tmp_path / "build" / "smoke-custom" / "synthface-seed2"
+    assert (base / "results" / "01_ok" / "claims.csv").exists()
+    assert not (tmp_path / "results").exists()
+    assert said[0] == f"writing results to {base / 'results'} and figures to {base / 'figures'}"
+    assert runs[0].parameters["overrides"] == "epochs=3"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"overrides": "epoch=1"}, "unknown profile field"),
+    ({"eval_sets": "megaface"}, "unknown evaluation set"),
+    ({"data": "rec:/nonexistent/faces"}, "does not exist"),
+])
+def test_bad_options_fail_before_any_notebook_runs(notebooks, tmp_path, options, message):
+    said = []
+    with pytest.raises(FkdError, match=message):
+        reproduce("smoke", notebooks_dir=notebooks, results_dir=tmp_path / "r",
+                  figures_dir=tmp_path / "f", log=said.append, **options)
+    assert said == [] and not (tmp_path / "r").exists()

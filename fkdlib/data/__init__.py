@@ -9,6 +9,7 @@ per identity) or ``{"kind": "cifar", "path": ..., "split": "train"}`` (CIFAR-10/
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,8 @@ def build_dataset(spec: dict[str, Any]) -> Dataset:
 
 def dataset_version(spec: dict[str, Any]) -> str:
     """What, beyond the spec itself, determines the data: the renderer version for SynthFace,
-    the size and modification time of the files for real data."""
+    the size and modification time of the files for real data (and of each identity folder
+    of an image-folder dataset)."""
     kind = spec.get("kind")
     if kind == "synthface":
         from .synthface.params import PARAMS_VERSION
@@ -71,7 +73,16 @@ def dataset_version(spec: dict[str, Any]) -> str:
         return f"synthface-r{RENDERER_VERSION}-p{PARAMS_VERSION}"
     path = Path(spec.get("path", ""))
     files = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.is_file())
-    return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files[:64])
+    version = ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
+                       for p in files[:64])
+    folders = [] if path.is_file() else sorted(p for p in path.glob("*") if p.is_dir())
+    if folders:
+        # an identity folder's modification time changes when an image is added, removed or
+        # renamed in it: one stat per identity, not per image
+        digest = hashlib.sha256("".join(f"{p.name}:{p.stat().st_mtime_ns};"
+                                        for p in folders).encode()).hexdigest()[:16]
+        version += f";folders={len(folders)}:{digest}"
+    return version
 
 
 def parse_data_arg(data: str) -> dict[str, Any]:

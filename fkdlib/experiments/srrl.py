@@ -12,7 +12,11 @@ Two tasks share every function here:
   (:func:`~fkdlib.zoo.teacher_spec`) and a MobileFaceNet student with the
   teacher's margin head, on the face benchmark (verification, TAR at FAR, identification with
   distractors): the analogue of thesis Tables 4.12 / 4.13, plus the unlabeled-data extension
-  (§4.2.2, Table 4.19) with SynthFace identities disjoint from the labeled ones.
+  (§4.2.2, Table 4.19) with SynthFace identities disjoint from the labeled ones. On real faces
+  (``"rec:DIR"``, ``"folder:DIR"``) the same rows train and are evaluated on the protocols the
+  data provides; the unlabeled row and the representation analyses (which need unseen images
+  of the training identities, :data:`REPRESENTATION_UNAVAILABLE`) are left out and their
+  claims reported as not assessed.
 - **cifar** (``data="cifar100:/path"`` or ``"cifar10:/path"``): WRN teacher and student with a
   linear softmax classifier on CIFAR (thesis Tables 4.2–4.5; WRN-40-4 → WRN-16-4 at the paper
   profile). The trainer's in-memory path flips images but applies no pad-and-crop
@@ -46,11 +50,11 @@ from threadpoolctl import threadpool_limits
 from ..data import build_dataset, parse_data_arg
 from ..distill import AT_STAGES, FITNET_WEIGHT, KD_CE_WEIGHT, KD_WEIGHT, PKT_WEIGHT, RKD_WEIGHT
 from ..distill import AT_WEIGHT as AT_LOSS_WEIGHT
-from ..errors import ConfigError
+from ..errors import ConfigError, DataUnavailable
 from ..evaluation import ClusterAnalysis, available_targets, cluster_quality, project
 from ..evaluation.benchmark import (
     Evaluation, FaceBenchmark, evaluate_seeds, face_benchmark, identity_sample_rows,
-    lowest_reportable_far, pool_embeddings, seed_mean)
+    lowest_reportable_far, pool_embeddings, seed_mean, unavailable_message)
 from ..evaluation.classification import (
     ClassificationEvaluation, fitted_l2, label_cross_entropy, model_outputs, teacher_kl, unit_rows)
 from ..evaluation.clustering import _ResampledNMI
@@ -119,6 +123,10 @@ TSNE_ROWS = (STUDENT, "L_FM", "L_SR", OURS, TEACHER)
 CLUSTER_ROWS = (TEACHER, STUDENT, *KD_ZOO, *SRRL_ROWS)
 # The claim every other one rests on: a teacher better than the student trained alone.
 PREMISE = "premise:teacher-better"
+REPRESENTATION_UNAVAILABLE = (
+    "the KL with the teacher, the L2 distance and the NMI need unseen images of the training "
+    "identities and labelled test identities, which only SynthFace draws; not measured on "
+    "real data")
 TSNE_CLASSES = 10
 # k-means and t-SNE of a few thousand points run in one thread (threadpoolctl): they gain
 # nothing from a second one, and OpenMP threads that spin-wait on a busy two-core machine
@@ -181,7 +189,7 @@ def multi_position_row(task: str) -> str:
     return f"{OURS} + hint @ {EARLY_STAGES[task][0]}"
 
 
-def recipes(task: str) -> dict[str, Recipe]:
+def recipes(task: str, unlabeled: bool = True) -> dict[str, Recipe]:
     """Every row of the study, in table order (thesis Tables 4.2–4.5, 4.12, 4.19).
 
     Baselines use RepDistiller's weights (KD: 0.1·CE + 0.9·KD at T = 4; FitNet 100; AT 1000;
@@ -190,7 +198,9 @@ def recipes(task: str) -> dict[str, Recipe]:
     through a 1x1 conv connector): L_SR needs the feature that enters the teacher's
     classifier, and the thesis's AdaIN extension of L_SR to earlier layers is not reproduced.
     The several-positions row adds a FitNet hint of weight 1 (an unpooled L_FM) at the
-    earlier stage to L_FM + L_SR at the last feature.
+    earlier stage to L_FM + L_SR at the last feature. The unlabeled row (face, D+U) needs
+    identities disjoint from the labeled ones that only SynthFace draws (``unlabeled=False``
+    leaves it out, on real data).
     """
     if task not in (FACE, CIFAR):
         raise ConfigError(f"task must be {FACE!r} or {CIFAR!r}, got {task!r}")
@@ -216,7 +226,7 @@ def recipes(task: str) -> dict[str, Recipe]:
     for form in ("ce", "kl"):
         rows[f"{OURS} ({form.upper()})"] = Recipe((_srrl(1, 1, sr_form=form),),
                                                   group="sr_form", position="embedding")
-    if task == FACE:
+    if task == FACE and unlabeled:
         rows[f"{OURS} (D+U)"] = Recipe((_srrl(1, 1),), unlabeled=True, group="unlabeled",
                                         position="embedding")
     return rows
@@ -262,6 +272,12 @@ class SRRLStudy:
     def is_face(self) -> bool:
         """Whether the study runs on faces (else CIFAR classification)."""
         return self.task == FACE
+
+    @property
+    def measures_representation(self) -> bool:
+        """Whether the representation analyses run (CIFAR, and faces on SynthFace; on real
+        faces :data:`REPRESENTATION_UNAVAILABLE`)."""
+        return not self.is_face or self.heldout_data is not None
 
     def rows(self, groups: Sequence[str] = GROUPS) -> list[str]:
         """Row names of the given groups, in table order."""
@@ -319,19 +335,18 @@ def _dataset_size(spec: Mapping[str, Any]) -> int:
     return len(build_dataset(dict(spec)))
 
 
-def _face_study(profile: Profile, seed: int, data: str) -> SRRLStudy:
-    bench = face_benchmark(profile, seed, data)
-    if bench.train_data.get("kind") != "synthface":
-        raise ConfigError(
-            f"notebook 03 needs data='synthface' or 'cifar100:/path' (got {data!r}): its "
-            "teacher–student KL needs unseen images of the training identities and its "
-            "unlabeled extension needs identities disjoint from the labeled ones, which only "
-            "SynthFace can draw")
+def _face_study(profile: Profile, seed: int, data: str, eval_sets: str = "") -> SRRLStudy:
+    bench = face_benchmark(profile, seed, data, eval_sets)
     teacher = teacher_spec(bench)
     # the thesis's MobileFaceNet student uses its ResNet-101 teacher's margin loss (ArcFace)
     student = training_spec(bench, STUDENT_BACKBONE, teacher.head,
                             head_kwargs=teacher.head_kwargs,
                             train_overrides={"epochs": student_epochs(profile)})
+    if not bench.synthetic:
+        # the representation analyses and the unlabeled row need images only SynthFace draws
+        # (module docstring); the notebook says so where it skips them
+        return SRRLStudy(FACE, profile, seed, teacher, student, recipes(FACE, unlabeled=False),
+                         bench=bench)
     train = bench.train_data
     heldout = dict(train, images_per_identity=int(train["images_per_identity"])
                    + HELDOUT_IMAGES_PER_IDENTITY)
@@ -361,14 +376,18 @@ def _cifar_study(profile: Profile, seed: int, spec: dict[str, Any]) -> SRRLStudy
 
 
 def build_study(profile: str | Profile = "default", seed: int = 0,
-                data: str = "synthface") -> SRRLStudy:
-    """The study for a profile, seed and ``data`` argument (``"synthface"`` or
-    ``"cifar10:/path"`` / ``"cifar100:/path"``)."""
+                data: str = "synthface", eval_sets: str = "") -> SRRLStudy:
+    """The study for a profile, seed and ``data`` argument (``"synthface"``, real faces
+    ``"rec:DIR"`` / ``"folder:DIR"``, or ``"cifar10:/path"`` / ``"cifar100:/path"``);
+    ``eval_sets`` adds evaluation-only face sets (``"lfw"``)."""
     profile = get_profile(profile)
     spec = parse_data_arg(data)
     if spec["kind"] == "cifar":
+        if eval_sets:
+            raise ConfigError(f"eval_sets={eval_sets!r} adds face verification sets; the "
+                              "CIFAR study has none")
         return _cifar_study(profile, seed, spec)
-    return _face_study(profile, seed, data)
+    return _face_study(profile, seed, data, eval_sets)
 
 
 # --- training and evaluation ----------------------------------------------------------------
@@ -486,10 +505,7 @@ def success(evaluation: RowEvaluation) -> np.ndarray:
     each CIFAR test image."""
     if isinstance(evaluation, ClassificationEvaluation):
         return evaluation.correct
-    if evaluation.identification is None:
-        raise ConfigError(f"{evaluation.name} has no identification result; the face claims "
-                          "compare rank-1 identification (SynthFace benchmark)")
-    return evaluation.identification.probe_ranks == 1
+    return evaluation.require_identification().probe_ranks == 1
 
 
 def success_units(study: SRRLStudy, size: int) -> np.ndarray:
@@ -499,8 +515,7 @@ def success_units(study: SRRLStudy, size: int) -> np.ndarray:
         return np.arange(size)
     split = study.bench.identification if study.bench is not None else None
     if split is None:
-        raise ConfigError("the face claims need the benchmark's identification split (its "
-                          "probes' identities are the resampling units)")
+        raise DataUnavailable(unavailable_message("identification"))
     labels = np.asarray(split.probe_labels)
     if labels.size != size:
         raise ConfigError(f"{size} probe results but the identification split has "
@@ -609,9 +624,11 @@ def table_4_12(evaluations: Mapping[str, Any]) -> pd.DataFrame:
         runs = _runs(evaluations[row])
         method = FACE_PAPER_ROWS.get(row, "")
         rows.append({"row": row, "IJB-like TAR@1e-3 (ours, %)":
-                     float(np.mean([100 * ev.tar["ijb"][1e-3] for ev in runs])),
+                     float(np.mean([100 * ev.tar["ijb"][1e-3] if "ijb" in ev.tar else np.nan
+                                    for ev in runs])),
                      "rank-1 (ours, %)": float(np.mean(
-                         [100 * ev.identification.rank_accuracies[1] for ev in runs])),
+                         [100 * ev.identification.rank_accuracies[1]
+                          if ev.identification is not None else np.nan for ev in runs])),
                      "seeds": len(runs), "thesis row": method,
                      "Ver TAR@1e-6 (thesis, %)": paper.get(("", method, "Ver TAR@FAR=1e-6"),
                                                            np.nan),
@@ -688,7 +705,10 @@ class AnalysisImages:
 
 
 def analysis_images(study: SRRLStudy) -> AnalysisImages:
-    """Load (render on first use) the images of :class:`AnalysisImages` for a study."""
+    """Load (render on first use) the images of :class:`AnalysisImages` for a study; on real
+    face data :class:`~fkdlib.errors.DataUnavailable` (:data:`REPRESENTATION_UNAVAILABLE`)."""
+    if not study.measures_representation:
+        raise DataUnavailable(REPRESENTATION_UNAVAILABLE)
     if study.is_face:
         pool = study.bench.pools["test"]
         test = torch.from_numpy(np.ascontiguousarray(pool.images_u8()))
@@ -1092,7 +1112,7 @@ def _seed_mean_of(values: Sequence[Any]) -> float:
 
 
 def claim_tests(study: SRRLStudy, evaluations: Mapping[str, Any],
-                representation: Representation, n_boot: int,
+                representation: Representation | None, n_boot: int,
                 seed: int = 0) -> dict[str, ClaimTest]:
     """The claims' tests. Each is a :func:`~fkdlib.evaluation.uncertainty.hierarchical_bootstrap`
     that resamples the training seeds of both rows (seed ``s`` of both drawn together: they
@@ -1121,11 +1141,11 @@ def claim_tests(study: SRRLStudy, evaluations: Mapping[str, Any],
     Every evidence carries ``seeds`` (runs per row) and ``identities`` (distinct units), so the
     claims table has the minimum detectable effect (``mde``) of each test.
     """
-    hits = {name: [100.0 * success(ev).astype(float) for ev in _runs(value)]
-            for name, value in evaluations.items()}
     face = study.is_face
 
     def success_test(claim: Claim) -> Evidence:
+        hits = {name: [100.0 * success(ev).astype(float) for ev in _runs(value)]
+                for name, value in evaluations.items()}
         a, b = claim.compares[0], rival(claim, lambda row: _seed_mean_of(hits[row]))
         missing = [row for row in (a, b) if row not in hits]
         if missing:
@@ -1152,6 +1172,9 @@ def claim_tests(study: SRRLStudy, evaluations: Mapping[str, Any],
                                   n_boot, seed)
         return test
 
+    def unavailable(claim: Claim) -> Evidence:
+        raise DataUnavailable(REPRESENTATION_UNAVAILABLE)
+
     def nmi(claim: Claim) -> Evidence:
         nmi_of = representation.nmi
         a, b = claim.compares[0], rival(claim, lambda row: _seed_mean_of(nmi_of[row]))
@@ -1164,6 +1187,9 @@ def claim_tests(study: SRRLStudy, evaluations: Mapping[str, Any],
                          f"{a} − {b}, NMI (%) of fixed k-means clusters, seeds and test {unit} "
                          "resampled (interval centred on the effect)")
 
+    if representation is None:
+        return {"success": success_test, "l2": unavailable, "kl": unavailable,
+                "nmi": unavailable}
     return {"success": success_test,
             "l2": per_image(representation.l2,
                             lambda: units_of(representation.test_labels, "test images"),
@@ -1175,7 +1201,7 @@ def claim_tests(study: SRRLStudy, evaluations: Mapping[str, Any],
 
 
 def check_claims(study: SRRLStudy, evaluations: Mapping[str, Any],
-                 representation: Representation, n_boot: int, assess: bool,
+                 representation: Representation | None, n_boot: int, assess: bool,
                  seed: int = 0, unhealthy: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Every claim of :func:`claims` checked by its test (:func:`claim_tests`); the thesis's
     claims only where :data:`PREMISE` holds and no row they compare is in ``unhealthy``
