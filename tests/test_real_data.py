@@ -336,3 +336,15 @@ def test_an_image_folder_changes_its_dataset_version_when_an_image_is_added(tmp_
     assert dataset_version(spec) != before
     shutil.rmtree(tmp_path / "train" / "bob")
     assert "folders=1:" in dataset_version(spec)
+
+
+def test_embedding_analyses_read_the_first_pool_without_test_identities(exported):
+    from fkdlib.experiments.vargfacenet import DISTILLATION_TEACHER, teacher_agreement
+
+    bench = B.face_benchmark(PROFILE, 0, f"rec:{exported}")
+    ev = B.evaluate(_MeanEmbedding(), bench, name="m")
+    assert B.analysis_pool(ev) == "lfw"
+    agreement = teacher_agreement({DISTILLATION_TEACHER: ev, "m": ev})
+    assert agreement["m"] == pytest.approx(1.0)
+    synth = B.evaluate(_MeanEmbedding(), B.face_benchmark(PROFILE, 0), name="s")
+    assert B.analysis_pool(synth) == "test"

@@ -245,6 +245,10 @@ def _real_benchmark(profile: Profile, seed: int, spec: dict) -> FaceBenchmark:
                                                     "test/ identities")
             identification, metadata = drawn["identification"], drawn["metadata"]
             notes.extend(drawn["notes"])
+    if metadata is not None:
+        notes.append("cluster purity and AMI are scored against the test identities alone: "
+                      "the attribute targets (age, gender, skin tone, pose, cohort) exist only "
+                      "on SynthFace")
     kind = "insightface .rec" if spec["kind"] == "recordio" else "image folders"
     return FaceBenchmark(profile, seed, train_data, pools, verification, identification,
                          metadata, notes, f"{root.name} ({kind})")
@@ -450,11 +454,14 @@ def pool_embeddings(evaluations: Mapping[str, Sequence[Evaluation]], pool: str |
     """``{name: [embeddings of the pool, one array per run]}`` (for the training-health and
     clustering tables); by default the ``"test"`` pool, or the first pool where the data has
     no test identities (a real benchmark of ``.bin`` files)."""
-    def chosen(ev: Evaluation) -> str:
-        return pool or ("test" if "test" in ev.embeddings else next(iter(ev.embeddings)))
-
-    return {name: [ev.embeddings[chosen(ev)] for ev in runs]
+    return {name: [ev.embeddings[pool or analysis_pool(ev)] for ev in runs]
             for name, runs in evaluations.items()}
+
+
+def analysis_pool(evaluation: Evaluation) -> str:
+    """The image pool analyses of embeddings read: ``"test"`` (unseen test identities) where
+    the data has one, else the first pool (a real benchmark of ``.bin`` files)."""
+    return "test" if "test" in evaluation.embeddings else next(iter(evaluation.embeddings))
 
 
 def similarity_table(evaluations: Mapping[str, Sequence[Evaluation]],

@@ -58,8 +58,8 @@ from ..report.claims import Claim, ClaimTest, Evidence, evaluate_claims
 from ..report.evidence import face_tests
 from ..report.references import reference_table
 from ..evaluation.benchmark import (
-    PROTOCOL_LABELS, Evaluation, FaceBenchmark, evaluate_seeds, identity_sample_rows,
-    lowest_reportable_far)
+    PROTOCOL_LABELS, Evaluation, FaceBenchmark, analysis_pool, evaluate_seeds,
+    identity_sample_rows, lowest_reportable_far)
 from ..evaluation.latency import measure_latency
 from ..models.layers import VARG_GROUP_SIZE
 from ..zoo import (
@@ -438,12 +438,14 @@ def teacher_headroom(evaluations: Mapping[str, Evaluation],
 
 def teacher_agreement(evaluations: Mapping[str, Evaluation],
                       teacher: str = DISTILLATION_TEACHER,
-                      pool: str = "test") -> pd.Series:
-    """Mean cosine between each model's and the teacher's embedding of the same test image.
+                      pool: str | None = None) -> pd.Series:
+    """Mean cosine between each model's and the teacher's embedding of the same test image
+    (of ``pool``; default :func:`~fkdlib.evaluation.benchmark.analysis_pool`).
 
     Angular distillation pulls the student's embedding direction onto the teacher's (Eq. 5),
     so a distilled student scores near 1 and an independently trained one near 0.
     """
+    pool = pool or analysis_pool(evaluations[teacher])
     reference = evaluations[teacher].embeddings[pool]
     values = {}
     for name, ev in evaluations.items():
