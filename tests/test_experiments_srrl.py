@@ -501,10 +501,3 @@ def test_cifar_study_trains_every_row_once_per_seed_and_fills_table_4_2(cifar_ro
                - np.mean([ev.correct.mean() for ev in evaluations["Student"]])))
 
 
-def test_real_face_data_is_refused_with_a_reason(monkeypatch):
-    bench = SimpleNamespace(train_data={"kind": "recordio", "path": "/faces"})
-    monkeypatch.setattr(srrl, "face_benchmark", lambda *args: bench)
-    with pytest.raises(ConfigError, match="needs data='synthface'"):
-        srrl._face_study(get_profile("smoke"), 0, "rec:/faces")
-
-

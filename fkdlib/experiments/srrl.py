@@ -505,7 +505,9 @@ def success(evaluation: RowEvaluation) -> np.ndarray:
     each CIFAR test image."""
     if isinstance(evaluation, ClassificationEvaluation):
         return evaluation.correct
-    return evaluation.require_identification().probe_ranks == 1
+    if evaluation.identification is None:
+        raise DataUnavailable(unavailable_message("identification"))
+    return evaluation.identification.probe_ranks == 1
 
 
 def success_units(study: SRRLStudy, size: int) -> np.ndarray:
@@ -647,9 +649,9 @@ def table_4_13(evaluations: Mapping[str, Any]) -> pd.DataFrame:
             continue
         ours = _mean_summary(evaluations[row])
         method = FACE_PAPER_ROWS.get(row, "")
-        rows.append({"row": row, "LFW-like (ours)": ours["LFW-like acc"],
-                     "AgeDB-like (ours)": ours["AgeDB-like acc"],
-                     "CFP-FP-like (ours)": ours["CFP-FP-like acc"],
+        rows.append({"row": row, "LFW-like (ours)": ours.get("LFW-like acc", np.nan),
+                     "AgeDB-like (ours)": ours.get("AgeDB-like acc", np.nan),
+                     "CFP-FP-like (ours)": ours.get("CFP-FP-like acc", np.nan),
                      "seeds": int(ours["seeds"]), "thesis row": method,
                      **{f"{metric} (thesis)": paper.get(("", method, metric), np.nan)
                         for metric in ("LFW", "AgeDB", "CPLFW", "CALFW")}})
@@ -667,10 +669,10 @@ def table_4_19(evaluations: Mapping[str, Any]) -> pd.DataFrame:
         if row not in evaluations:
             continue
         ours = _mean_summary(evaluations[row])
-        rows.append({"row": row, "LFW-like (ours)": ours["LFW-like acc"],
-                     "CFP-FP-like (ours)": ours["CFP-FP-like acc"],
-                     "AgeDB-like (ours)": ours["AgeDB-like acc"],
-                     "rank-1 (ours)": ours["rank-1"], "seeds": int(ours["seeds"]),
+        rows.append({"row": row, "LFW-like (ours)": ours.get("LFW-like acc", np.nan),
+                     "CFP-FP-like (ours)": ours.get("CFP-FP-like acc", np.nan),
+                     "AgeDB-like (ours)": ours.get("AgeDB-like acc", np.nan),
+                     "rank-1 (ours)": ours.get("rank-1", np.nan), "seeds": int(ours["seeds"]),
                      "thesis row": method,
                      **{f"{metric} (thesis)": paper.get(("", method, metric), np.nan)
                         for metric in ("LFW", "CFP-FP", "AgeDB")}})
