@@ -115,7 +115,7 @@ def test_folder_source_with_only_pairs_txt_and_singletons(exported, tmp_path):
     assert bench.pools["distractors"].shape == (1, 3, 16, 16)
     # the distractor is scored: identification runs end to end
     ev = B.evaluate(_MeanEmbedding(), bench)
-    assert 0 <= ev.require_identification().rank_accuracies[1] <= 1
+    assert 0 <= ev.identification.rank_accuracies[1] <= 1
 
 
 def test_folder_source_without_train_or_protocols_says_what_is_expected(tmp_path, exported):
@@ -181,8 +181,7 @@ def test_missing_protocols_raise_data_unavailable_and_claims_say_so(exported):
     with pytest.raises(KeyError):  # still a KeyError for generic handlers
         ev.scores["ijb"]
     assert "ijb" not in ev.scores and ev.tar.get("ijb") is None
-    with pytest.raises(DataUnavailable, match="identification"):
-        ev.require_identification()
+    assert ev.identification is None
     assert B.pool_embeddings({"m": [ev]})["m"][0] is ev.embeddings["lfw"]
 
     from fkdlib.report.evidence import face_tests

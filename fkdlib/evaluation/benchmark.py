@@ -113,10 +113,6 @@ class FaceBenchmark:
         extra = ("identification",) if self.identification is not None else ()
         return (*self.verification, *extra)
 
-    def has(self, protocol: str) -> bool:
-        """Whether the data provides ``protocol`` (a key of :attr:`protocols`)."""
-        return protocol in self.protocols
-
     def missing(self, protocol: str) -> str:
         """Why an analysis of ``protocol`` is skipped on this data, in words."""
         return unavailable_message(protocol)
@@ -330,12 +326,6 @@ class Evaluation:
     def __post_init__(self) -> None:
         for name in ("verification", "scores", "issame", "tar", "embeddings", "identities"):
             setattr(self, name, ProtocolResults(getattr(self, name)))
-
-    def require_identification(self) -> IdentificationResult:
-        """The identification result, or :class:`~fkdlib.errors.DataUnavailable`."""
-        if self.identification is None:
-            raise DataUnavailable(unavailable_message("identification"))
-        return self.identification
 
     def positives(self, protocol: str) -> np.ndarray:
         return self.scores[protocol][self.issame[protocol]]
