@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fkdlib-installed
 PROFILE ?= default
 
-.PHONY: reproduce test test-real smoke benchmarks preview clean-cache
+.PHONY: reproduce test test-real smoke lab site benchmarks preview clean-cache
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ test-real: $(STAMP)
 
 smoke: $(STAMP)
 	$(VENV)/bin/fkd reproduce --profile smoke
+
+# JupyterLab on the notebooks, with this project's .venv as the kernel
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks
+
+# a static HTML report under build/site/ (and a screenshot of it where Chromium is installed)
+site: $(STAMP)
+	$(VENV)/bin/fkd site $$(command -v chromium >/dev/null && echo --screenshot build/site/index.png)
 
 benchmarks: $(STAMP)
 	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done

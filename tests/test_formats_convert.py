@@ -85,7 +85,7 @@ def test_folder2rec_refuses_mixed_sizes_and_writes_nothing(tmp_path):
     (tmp_path / "src/b/big.png").write_bytes(encode(face_like_image(0, 40, 32)))
     with pytest.raises(DataFormatError, match=r"big\.png: expected 20x16 pixels .* found 40x32"):
         folder_to_rec(tmp_path / "src", tmp_path / "out/train")
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # the folder made for the output went again
     with pytest.raises(ConfigError, match="quality"):
         folder_to_rec(tmp_path / "src", tmp_path / "out/train", quality=0)
 
@@ -188,3 +188,121 @@ def test_fkd_main_reports_a_refused_file_on_one_line(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith("fkd: error: ") and error.count("\n") == 1 and "io.open" in error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.bin"]
+
+
+def _one_line_error(capsys) -> str:
+    """The error `fkd` printed: exactly one line, no traceback, no Python object repr."""
+    captured = capsys.readouterr()
+    error = captured.err
+    assert error.startswith("fkd: error: ") and error.count("\n") == 1, error
+    assert "Traceback" not in error and " object at 0x" not in error
+    return error
+
+
+@pytest.fixture
+def convert_inputs(tmp_path):
+    """Valid inputs for every conversion, and a plain file to write "through"."""
+    from fkdlib.cli import main
+
+    write_lfw(tmp_path)
+    assert main(["convert", "folder2rec", str(tmp_path / "lfw"), str(tmp_path / "rec/train")]) == 0
+    assert main(["convert", "pairs2bin", str(tmp_path / "lfw"), str(tmp_path / "pairs.txt"),
+                 str(tmp_path / "lfw.bin")]) == 0
+    (tmp_path / "somefile.txt").write_text("not a folder")
+    return tmp_path
+
+
+@pytest.mark.parametrize("conversion, inputs, output", [
+    ("folder2rec", ["lfw"], "somefile.txt/sub/train"),
+    ("rec2folder", ["rec"], "somefile.txt/sub/out"),
+    ("pairs2bin", ["lfw", "pairs.txt"], "somefile.txt/sub/out.bin"),
+    ("bin2folder", ["lfw.bin"], "somefile.txt/sub/out"),
+])
+def test_an_output_path_through_a_file_is_one_line(convert_inputs, capsys, conversion, inputs,
+                                                    output):
+    from fkdlib.cli import main
+
+    root = convert_inputs
+    capsys.readouterr()
+    before = listing(root)
+    argv = ["convert", conversion, *[str(root / name) for name in inputs], str(root / output)]
+    assert main(argv) == 2
+    error = _one_line_error(capsys)
+    written = root / output if conversion != "folder2rec" else root / (output + ".rec")
+    assert error == (f"fkd: error: cannot write {written}: {root / 'somefile.txt'} is a file, "
+                     "not a folder; choose another output path or move that file\n")
+    assert listing(root) == before
+
+
+def test_a_failed_conversion_removes_only_the_folders_it_made(tmp_path, capsys):
+    from fkdlib.cli import main
+
+    make_identity_tree(tmp_path / "src", {"a": 2})
+    (tmp_path / "src/b").mkdir()
+    (tmp_path / "src/b/big.png").write_bytes(encode(face_like_image(0, 40, 32)))
+    (tmp_path / "mine").mkdir()  # an output folder that was there before stays
+    assert main(["convert", "folder2rec", str(tmp_path / "src"),
+                 str(tmp_path / "mine/new/deeper/train")]) == 2
+    assert "big.png: expected 20x16 pixels" in _one_line_error(capsys)
+    assert listing(tmp_path / "mine") == []
+    for conversion in ("bin2folder", "rec2folder"):  # a refused input makes no folder either
+        (tmp_path / "in.bin").write_bytes(b"\x80\x04garbage")
+        assert main(["convert", conversion, str(tmp_path / "in.bin"),
+                     str(tmp_path / "mine/new/out")]) == 2
+        _one_line_error(capsys)
+        assert listing(tmp_path / "mine") == []
+
+
+@pytest.mark.parametrize("content, words", [
+    (pickle.dumps(([b"a", b"b"], [True]), protocol=4)[:-7], "the file ends in the middle of it"),
+    (b"\x80\x02h\x05.", "the data is not valid near byte"),  # BINGET of a memo never stored
+    (b"", "found an empty file"),
+])
+def test_an_unreadable_bin_says_why_in_words(tmp_path, capsys, content, words):
+    from fkdlib.cli import main
+
+    (tmp_path / "bad.bin").write_bytes(content)
+    assert main(["convert", "bin2folder", str(tmp_path / "bad.bin"), str(tmp_path / "out")]) == 2
+    error = _one_line_error(capsys)
+    assert error.startswith(f"fkd: error: {tmp_path / 'bad.bin'}: expected ")
+    assert words in error
+    for jargon in ("Memo", "UnpicklingError", "EOFError", "BytesIO"):
+        assert jargon not in error
+
+
+def test_an_undecodable_image_is_named_without_a_buffer_repr(tmp_path, capsys):
+    from fkdlib.cli import main
+
+    good = encode(face_like_image(0))
+    (tmp_path / "x.bin").write_bytes(pickle.dumps(([good, b"not an image at all"], [True])))
+    assert main(["convert", "bin2folder", str(tmp_path / "x.bin"), str(tmp_path / "out")]) == 2
+    error = _one_line_error(capsys)
+    assert f"{tmp_path / 'x.bin'} (image 1, pair 0): expected an encoded image" in error
+    assert "no known image format starts with these bytes" in error
+
+
+def test_a_folder_where_a_file_is_expected_is_called_a_folder(tmp_path, capsys):
+    from fkdlib.cli import main
+
+    (tmp_path / "lfw.bin").mkdir()
+    assert main(["convert", "bin2folder", str(tmp_path / "lfw.bin"), str(tmp_path / "out")]) == 2
+    error = _one_line_error(capsys)
+    assert f"{tmp_path / 'lfw.bin'}: expected the verification file here, found a folder" in error
+    assert "not found" not in error
+    (tmp_path / "src").write_text("a file")
+    assert main(["convert", "folder2rec", str(tmp_path / "src"), str(tmp_path / "t")]) == 2
+    assert "src: expected the image folder here, found a file" in _one_line_error(capsys)
+
+
+def test_a_crafted_dtype_state_is_refused_before_numpy_sees_it(tmp_path):
+    """A BUILD that would flag a uint8 dtype as holding object pointers (numpy would then read
+    raw bytes as pointers) is refused; so is setting a state on anything but numpy's types."""
+    array = pickle.dumps([np.frombuffer(b"abc", dtype=np.uint8)], protocol=2)
+    state = b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t"  # ..., -1, -1, 0) closing the dtype
+    assert array.count(state) == 1
+    crafted = array.replace(state, state[:-2] + b"\x3ft")  # flags 0 -> 63
+    (tmp_path / "evil.bin").write_bytes(crafted)
+    with pytest.raises(UnsafePickleError, match=r"evil\.bin: refused the state .* for numpy "
+                                                r"dtype uint8"):
+        bin_to_folder(tmp_path / "evil.bin", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ...errors import ConfigError, DataFormatError, MissingDataError
+from ...errors import ConfigError, DataFormatError, MissingDataError, missing_folder
 from ...io import atomic_write_bytes
 from ..transforms import to_float_image
 from .safe_pickle import restricted_loads
@@ -109,8 +109,8 @@ def find_cifar_folder(root: str | os.PathLike, variant: int | None = None) -> tu
     if variant is not None:
         variant = _check_variant(variant)
     if not root.is_dir():
-        raise MissingDataError(
-            f"{root}: CIFAR folder not found; expected the extracted python version, "
+        raise missing_folder(
+            root, "CIFAR folder", "expected the extracted python version, "
             f"{CIFAR10_FOLDER}/ (data_batch_1..5, test_batch, batches.meta) or "
             f"{CIFAR100_FOLDER}/ (train, test, meta), or the folder holding it; {DOWNLOAD_HINT}"
         )

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import ConfigError, DataFormatError
+from ...io import new_folders
 from .folders import ImageFolderDataset, parse_lfw_pairs, resolve_lfw_pairs
 from .images import decode_rgb, encode_jpeg, encode_png, extension_for, sniff_format
 from .recordio import RecordIODataset, RecordIOWriter, write_identity_records
@@ -169,19 +170,31 @@ def bin_to_folder(bin_path: str | os.PathLike, out_dir: str | os.PathLike) -> Co
 
 @contextlib.contextmanager
 def _atomic_directory(target: Path) -> Iterator[Path]:
-    """Yield a hidden staging folder beside ``target``; rename it to ``target`` on success."""
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    """Yield a hidden staging folder beside ``target``; rename it to ``target`` on success.
+
+    On failure the staging folder goes, and so do the parent folders made for it: a failed
+    conversion leaves nothing behind."""
+    if target.exists() and not target.is_dir():
+        raise ConfigError(
+            f"{target}: expected a new (or empty) output folder, found a file; choose another "
+            "output folder or remove this file"
+        )
+    if target.exists() and any(target.iterdir()):
         raise ConfigError(
             f"{target}: the output folder already exists and is not empty; choose a new folder "
             "or remove this one"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield staging
-        if target.exists():
-            target.rmdir()  # empty (checked above); os.replace cannot overwrite it everywhere
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with new_folders(target.parent, writing=target):
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp",
+                                            dir=target.parent))
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, str(target)) from None
+        try:
+            yield staging
+            if target.exists():
+                target.rmdir()  # empty (checked above); os.replace cannot overwrite it everywhere
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise

@@ -22,7 +22,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ...errors import ConfigError, DataFormatError, MissingDataError
+from ...errors import (
+    ConfigError,
+    DataFormatError,
+    MissingDataError,
+    missing_file,
+    missing_folder,
+)
 from ..transforms import to_float_image
 from .images import IMAGE_EXTENSIONS, decode_rgb, hwc_to_chw_tensor, image_size_pair, resize_rgb
 
@@ -61,9 +67,9 @@ class ImageFolderDataset(Dataset):
         self.image_size = image_size_pair(image_size)
         self.root = Path(root)
         if not self.root.is_dir():
-            raise MissingDataError(
-                f"{self.root}: image folder not found; expected a folder with one sub-folder "
-                "per identity (root/<identity>/<image>.jpg)"
+            raise missing_folder(
+                self.root, "image folder",
+                "expected a folder with one sub-folder per identity (root/<identity>/<image>.jpg)"
             )
         self.transform = transform
         self.on_error = on_error
@@ -169,13 +175,14 @@ def parse_lfw_pairs(path: str | os.PathLike) -> list[LfwPair]:
         The pairs in file order; each fold holds ``n`` matched then ``n`` mismatched pairs.
 
     Raises:
-        MissingDataError: no such file.
+        MissingDataError: no such file, or a folder.
         DataFormatError: a malformed header or line, a wrong number of lines, or a fold whose
             matched/mismatched counts differ from the header's ``n``.
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingDataError(f"{path}: LFW pairs file not found")
+        raise missing_file(path, "LFW pairs file",
+                           "expected a text file in LFW's pairs.txt format (data/README.md)")
     numbered = [
         (number, line.split())
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
@@ -228,9 +235,7 @@ def resolve_lfw_pairs(pairs: Sequence[LfwPair], root: str | os.PathLike) -> list
         MissingDataError: some images do not exist (all of them are counted, a few listed).
     """
     if not Path(root).is_dir():
-        raise MissingDataError(
-            f"{root}: LFW image folder not found; expected root/NAME/NAME_0001.jpg"
-        )
+        raise missing_folder(root, "LFW image folder", "expected root/NAME/NAME_0001.jpg")
     resolved, missing = [], []
     for pair in pairs:
         paths = []

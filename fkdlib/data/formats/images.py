@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ...errors import ConfigError, DataFormatError
 
@@ -135,7 +135,15 @@ def _open_image(data: bytes | bytearray | memoryview, source: str) -> Image.Imag
             Image.DecompressionBombWarning) as error:
         raise DataFormatError(
             f"{source}: expected an encoded image (JPEG/PNG/BMP), found {len(data)} bytes that "
-            f"Pillow cannot decode ({error}); the image is corrupt or not an image at all: "
-            "replace it, or drop it from the dataset"
+            f"Pillow cannot decode ({_why_undecodable(error)}); the image is corrupt or not an "
+            "image at all: replace it, or drop it from the dataset"
         ) from error
     return image
+
+
+def _why_undecodable(error: Exception) -> str:
+    """Pillow's reason in words; its "cannot identify image file" names the in-memory buffer
+    (``<_io.BytesIO object at 0x...>``), which means nothing to a reader."""
+    if isinstance(error, UnidentifiedImageError):
+        return "no known image format starts with these bytes"
+    return str(error)

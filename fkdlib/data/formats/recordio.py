@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ...errors import ConfigError, DataFormatError, MissingDataError
+from ...errors import ConfigError, DataFormatError, missing_file
 from ...io import atomic_open, atomic_write_text
 from ..transforms import to_float_image
 from .images import decode_rgb, hwc_to_chw_tensor, image_size_pair, resize_rgb
@@ -213,8 +213,8 @@ def read_property(path: str | os.PathLike) -> tuple[int, tuple[int, int]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingDataError(
-            f"{path}: property file not found; expected a text file 'num_classes,height,width' "
+        raise missing_file(
+            path, "property file", "expected a text file 'num_classes,height,width' "
             "(e.g. '10572,112,112' for CASIA-WebFace) beside the .rec, as insightface ships it. "
             "Copy it from the dataset download or write it by hand"
         )
@@ -232,10 +232,10 @@ def read_property(path: str | os.PathLike) -> tuple[int, tuple[int, int]]:
 def read_index(idx_path: Path, rec_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Parse a ``.idx`` file into ``(keys, offsets)`` int64 arrays, in file order."""
     if not idx_path.is_file():
-        raise MissingDataError(
-            f"{idx_path}: RecordIO index not found; expected a text file of 'key<TAB>offset' "
-            "lines beside the .rec (insightface ships train.idx with train.rec): copy it from "
-            "the same download, or rebuild the pair with `fkd convert folder2rec`"
+        raise missing_file(
+            idx_path, "RecordIO index", "expected a text file of 'key<TAB>offset' lines "
+            "beside the .rec (insightface ships train.idx with train.rec): copy it from the "
+            "same download, or rebuild the pair with `fkd convert folder2rec`"
         )
     text = idx_path.read_text(encoding="ascii", errors="replace")
     table = _parse_index_fast(text)
@@ -321,10 +321,9 @@ class RecordIOFile:
         self.rec_path = Path(rec_path)
         self.idx_path = Path(idx_path)
         if not self.rec_path.is_file():
-            raise MissingDataError(
-                f"{self.rec_path}: RecordIO file not found; expected the .rec of an insightface "
-                "dataset (e.g. faces_webface_112x112/train.rec); check the path or see "
-                "data/README.md"
+            raise missing_file(
+                self.rec_path, "RecordIO file", "expected the .rec of an insightface dataset "
+                "(e.g. faces_webface_112x112/train.rec); check the path or see data/README.md"
             )
         self.size = self.rec_path.stat().st_size
         if self.size == 0:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ...errors import ConfigError, DataFormatError, MissingDataError
+from ...errors import ConfigError, DataFormatError, missing_file
 from ...io import atomic_write_bytes
 from .images import decode_rgb, encode_png, hwc_to_chw_tensor, image_size_pair, resize_rgb
 from .safe_pickle import restricted_loads
@@ -46,15 +46,15 @@ def read_verification_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndar
         ``(encoded_images, issame)``: ``2N`` byte strings and an ``(N,)`` bool array.
 
     Raises:
-        MissingDataError: no such file.
+        MissingDataError: no such file, or a folder.
         UnsafePickleError: the pickle references anything beyond plain data.
         DataFormatError: not ``(bins, issame)``, or ``len(bins) != 2 * len(issame)``.
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingDataError(
-            f"{path}: verification file not found; expected an insightface .bin such as "
-            "lfw.bin, cfp_fp.bin or agedb_30.bin (see data/README.md)"
+        raise missing_file(
+            path, "verification file", "expected an insightface .bin such as lfw.bin, "
+            "cfp_fp.bin or agedb_30.bin (see data/README.md)"
         )
     content = restricted_loads(path.read_bytes(), str(path))
     if not isinstance(content, (tuple, list)) or len(content) != 2:

@@ -53,7 +53,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...errors import ConfigError
+from ...errors import ConfigError, os_error_reason
+from ...io import new_folders
 from ...profiles import Profile, get_profile
 from ...progress import progress
 from ..formats.convert import folder_to_rec
@@ -303,27 +304,29 @@ def _check_target(target: Path, overwrite: bool) -> None:
 def _staged_directory(target: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a hidden staging folder beside ``target``; move it into place on success,
     after moving aside (then deleting) an earlier export when ``overwrite``."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp",
-                                        dir=target.parent))
-    except OSError as error:
-        raise ConfigError(f"{target}: cannot create the output folder ({error}); choose a "
-                          "writable location") from error
-    try:
-        yield staging
-        _check_target(target, overwrite)  # unchanged since the start, or refuse now
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old",
-                                        dir=target.parent))
-            os.replace(target, old / "export")
-        os.replace(staging, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with contextlib.ExitStack() as stack:
+        try:
+            # the parent folders made here go again if the export fails
+            parent = stack.enter_context(new_folders(target.parent))
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp",
+                                            dir=parent))
+        except OSError as error:
+            raise ConfigError(f"{target}: cannot create the output folder: "
+                              f"{os_error_reason(error)}; choose a writable location") from None
+        try:
+            yield staging
+            _check_target(target, overwrite)  # unchanged since the start, or refuse now
+            old = None
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old",
+                                            dir=target.parent))
+                os.replace(target, old / "export")
+            os.replace(staging, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 def _write_split(folder: Path | None, data: SynthFace) -> list[bytes]:
