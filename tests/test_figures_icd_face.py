@@ -1,6 +1,6 @@
-"""The figures of notebook 04 (fkdlib.experiments.icd_face) that the notebook used to draw
-inline, built from small hand-made inputs (the similarity and ablation figures are tested in
-test_experiments_icd_face.py)."""
+"""The figures of notebook 04 (fkdlib.experiments.icd_face), built from small hand-made
+inputs. The similarity figure is tested in test_experiments_icd_face.py, and so is the
+ablation figure drawn from a computed ablation table."""
 
 import matplotlib
 
@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
 
 from fkdlib.errors import ConfigError  # noqa: E402
 from fkdlib.evaluation import project  # noqa: E402
@@ -47,6 +48,8 @@ def test_training_curves_figure_one_panel_per_recorded_term():
             assert line.get_color() == method_color(line.get_label())
     assert fig.axes[0].get_legend() is not None
     assert all(ax.get_legend() is None for ax in fig.axes[1:])
+    assert [ax.get_ylabel() for ax in fig.axes] == ["weighted term (epoch mean)", "", ""]
+    assert all(float(tick).is_integer() for ax in fig.axes for tick in ax.get_xticks())
     only_ce = exp.training_curves_figure({exp.STUDENT: histories[exp.STUDENT]})
     assert len(only_ce.axes) == 1
     with pytest.raises(ConfigError, match="no history records"):
@@ -79,3 +82,64 @@ def test_roc_figure_draws_every_method():
         np.testing.assert_allclose(line.get_ydata(), tpr[fpr > 0])
         assert line.get_color() == method_color(line.get_label())
     assert ax.get_title() == "IJB-like 1:1 verification"
+
+
+def _ablation_table(teacher_pos, teacher_tar):
+    """An ablation table (:func:`exp.ablation_table`'s columns) of hand-made values: variant
+    ``i`` of the grid at mean positive similarity 0.910 + 0.001·i with an interval of ±0.0002
+    around its change from no ICD (0.918)."""
+    rows = [{"variant": exp.NO_ICD, "K": pd.NA, "σ": np.nan, "mean pos": 0.918,
+             "ci_low": np.nan, "ci_high": np.nan, "TAR@1e-3": 0.098}]
+    for i, (k, sigma) in enumerate(exp.ablation_grid()):
+        change = 0.910 + 0.001 * i - 0.918
+        rows.append({"variant": exp.ablation_label(k, sigma), "K": k, "σ": sigma,
+                     "mean pos": 0.918 + change, "ci_low": change - 0.0002,
+                     "ci_high": change + 0.0002, "TAR@1e-3": 0.095 + 0.0005 * i})
+    rows.append({"variant": exp.TEACHER, "K": pd.NA, "σ": np.nan, "mean pos": teacher_pos,
+                 "ci_low": np.nan, "ci_high": np.nan, "TAR@1e-3": teacher_tar})
+    table = pd.DataFrame(rows)
+    table["K"] = table["K"].astype("Int64")
+    return table
+
+
+def test_ablation_figure_error_bars_are_visible():
+    fig = exp.ablation_figure(_ablation_table(teacher_pos=0.88, teacher_tar=0.0965))
+    top_left, top_right, bottom_left, bottom_right = fig.axes
+    data_line, caps, (bars,) = top_left.containers[0].lines
+    # black bars with caps, drawn above the variant's line and markers
+    assert to_hex(bars.get_colors()[0]) == "#000000"
+    assert bars.get_zorder() > data_line.get_zorder()
+    assert all(cap.get_zorder() > data_line.get_zorder() for cap in caps)
+    assert len(caps) == 2 and caps[0].get_markersize() == 12 and bars.get_linewidth()[0] == 1.5
+    assert data_line.get_markersize() == 5
+    # the bars are the interval of the change from no ICD, around the variant (K = 2 ... 16)
+    ys = 0.910 + 0.001 * np.arange(4)
+    np.testing.assert_allclose(data_line.get_ydata(), ys)
+    np.testing.assert_allclose([segment[:, 1] for segment in bars.get_segments()],
+                               np.stack([ys - 0.0002, ys + 0.0002], 1))
+    # the panels of a row share y; one legend for the figure, the variants first
+    assert top_left.get_shared_y_axes().joined(top_left, top_right)
+    assert bottom_left.get_shared_y_axes().joined(bottom_left, bottom_right)
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "FCD+ICD (fine-tuned); bars: 95% interval of the change from no ICD",
+        "no ICD (fine-tuned FCD)", "Teacher"]
+
+
+def test_ablation_figure_keeps_the_variants_readable_beside_a_distant_teacher():
+    fig = exp.ablation_figure(_ablation_table(teacher_pos=0.88, teacher_tar=0.0965))
+    top_left, top_right, bottom_left, _ = fig.axes
+    low, high = top_left.get_ylim()
+    # the axis spans the variants, their intervals and no ICD, not the teacher 0.038 below
+    assert low < 0.910 - 0.0002 and high > 0.918 and low > 0.88
+    for ax in (top_left, top_right):
+        (note,) = ax.texts
+        assert note.get_text() == "Teacher 0.880 ↓"
+    (teacher,) = [line for line in top_left.lines if line.get_label() == exp.TEACHER]
+    assert teacher.get_ydata()[0] == 0.88
+    # a teacher inside the span is a line, without a note
+    low, high = bottom_left.get_ylim()
+    assert low < 0.0965 < high and len(bottom_left.texts) == 0
+    above = exp.ablation_figure(_ablation_table(teacher_pos=0.95, teacher_tar=0.2))
+    assert [t.get_text() for t in above.axes[2].texts] == ["Teacher 0.200 ↑"]

@@ -58,10 +58,17 @@ def test_similarity_figure_puts_the_teacher_in_every_panel(evaluations):
             np.testing.assert_allclose(stairs[f"{name} (neg)"].get_data().values, expected)
             assert stairs[f"{name} (pos)"].get_edgecolor() == to_rgba(srrl.ROW_COLORS[name])
         assert ax.get_legend() is None
-    assert fig.axes[0].get_shared_x_axes().joined(fig.axes[0], fig.axes[8])
+        # the teacher drawn first, so where a row matches it the row's colour shows
+        assert [p.get_label() for p in ax.patches if isinstance(p, StepPatch)][:2] == [
+            f"{srrl.TEACHER} (pos)", f"{srrl.TEACHER} (neg)"]
+    for ax in fig.axes[1:]:  # nine compared panels: every axis shared
+        assert fig.axes[0].get_shared_x_axes().joined(fig.axes[0], ax)
+        assert fig.axes[0].get_shared_y_axes().joined(fig.axes[0], ax)
+    assert fig.axes[0].get_yscale() == "log"
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == ["positive pairs", "negative pairs",
                                                           srrl.TEACHER]
+    assert all(t.get_fontsize() >= 10 for t in legend.get_texts())
 
 
 def test_roc_figure_styles_the_kd_zoo_and_starts_at_the_lowest_reportable_far(evaluations):

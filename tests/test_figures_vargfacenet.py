@@ -65,11 +65,37 @@ def test_training_curves_figure_one_line_per_model():
                  for k, name in enumerate([exp.DISTILLATION_TEACHER, exp.STUDENT, exp.MOBILE])}
     fig = exp.training_curves_figure(histories)
     (ax,) = fig.axes
-    assert ax.get_yscale() == "log" and ax.get_ylabel() == "training loss (CosFace)"
     assert [line.get_label() for line in ax.lines] == list(histories)
     for line, (name, history) in zip(ax.lines, histories.items()):
         np.testing.assert_allclose(line.get_ydata(), history.loss)
         assert line.get_color() == exp.model_color(name)
+    # 30 down to 8: less than a decade, so a linear axis with readable ticks (a log axis
+    # labelled only 10 and 20 here), whole epochs on x
+    assert ax.get_yscale() == "linear"
+    assert ax.get_ylabel() == "training loss (CosFace; nats, epoch mean)"
+    assert ax.get_xlabel() == "epoch"
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    assert len([t for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high]) >= 4
+    assert all(float(tick).is_integer() for tick in ax.get_xticks())
+    # one legend, outside the axes
+    assert ax.get_legend() is None
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == list(histories)
+
+
+def test_training_curves_figure_log_axis_over_decades():
+    histories = {exp.STUDENT: pd.DataFrame({"epoch": np.arange(1, 9),
+                                            "loss": 40.0 * 0.5 ** np.arange(8)})}
+    fig = exp.training_curves_figure(histories)
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log"
+    assert ax.get_ylabel() == "training loss (CosFace; nats, epoch mean), log scale"
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    labels = [t.get_text() for t in ax.get_yticklabels()
+              if low <= t.get_position()[1] <= high and t.get_text()]
+    assert labels == ["0.5", "1", "2", "5", "10", "20", "50"]
 
 
 def test_generations_figure_ours_beside_the_official_results():
@@ -95,7 +121,10 @@ def test_generations_figure_ours_beside_the_official_results():
     np.testing.assert_allclose(paper.lines[0].get_ydata(), official["LFW (paper)"])
     assert list(paper.lines[1].get_xdata()) == ["gen 0", "gen 1", "gen 2"]
     assert ours.get_ylabel() == "10-fold accuracy (%)"
+    assert ours.get_title() == "ours (SynthFace); dashed: teacher"
     assert paper.get_title() == "official results (MS1M)"
+    real = exp.generations_figure(generations, official, source="LFW (scikit-learn)")
+    assert real.axes[0].get_title() == "ours (LFW (scikit-learn)); dashed: teacher"
 
 
 def test_accuracy_vs_cost_figure_scatters_cost_against_each_metric():
@@ -136,7 +165,11 @@ def test_similarity_and_projection_figures_of_the_trio(monkeypatch):
                    for k, (name, q) in enumerate(zip(TRIO.values(), (0.9, 0.5, 0.7)))}
     fig = exp.similarity_figure(evaluations, TRIO)
     assert [ax.get_title() for ax in fig.axes] == list(TRIO)
-    assert fig.axes[0].get_shared_x_axes().joined(fig.axes[0], fig.axes[2])
+    for ax in fig.axes[1:]:  # compared panels: both axes shared, one legend
+        assert fig.axes[0].get_shared_x_axes().joined(fig.axes[0], ax)
+        assert fig.axes[0].get_shared_y_axes().joined(fig.axes[0], ax)
+        assert ax.get_legend() is None
+    assert len(fig.legends) == 1
     for ax, (label, name) in zip(fig.axes, TRIO.items()):
         stairs = [p for p in ax.patches if isinstance(p, StepPatch)]
         np.testing.assert_allclose(stairs[0].get_data().edges, np.linspace(-1, 1, 81))

@@ -2,6 +2,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -12,13 +17,17 @@ from PIL import Image  # noqa: E402
 
 from fkdlib.errors import ConfigError  # noqa: E402
 from fkdlib.report.figures import (  # noqa: E402
+    LABEL_MARKERS,
     PALETTE,
+    SIMILARITY_DECADES,
     STYLE,
+    label_styles,
     method_color,
     plot_embedding_2d,
     plot_roc,
     plot_similarity_distributions,
     projection_grid,
+    readable_y_scale,
     roc_figure,
     save_figure,
     similarity_grid,
@@ -47,14 +56,60 @@ def test_save_figure_writes_valid_png_pdf_svg(tmp_path):
         "curve.pdf", "curve.png", "curve.svg"]
 
 
-def test_saved_vector_files_are_reproducible(tmp_path):
+# A figure with what makes saved files differ between runs when it is not handled: text, a
+# legend, an image, a hatch and clipped artists (SVG ids), and fonts (PDF subsets).
+_BUSY_FIGURE = """
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+fig, (a, b) = plt.subplots(1, 2, figsize=(4, 2))
+a.plot([0, 1, 2], [1, 0, 1], label="θ_y")
+a.bar([0, 1], [1, 2], hatch="//", label="bars")
+a.legend()
+a.set_title("similarity ≥ 0.5")
+b.imshow(np.arange(12.0).reshape(3, 4))
+b.text(0.5, 0.5, "clipped", clip_on=True)
+"""
+
+
+def _save_busy(stem):
+    namespace = {}
+    exec(_BUSY_FIGURE, namespace)
+    return [p.read_bytes() for p in save_figure(namespace["fig"], stem)]
+
+
+def test_saved_files_are_byte_identical(tmp_path):
     with style_context():
-        fig, ax = plt.subplots(figsize=(2, 1.5))
-        ax.plot([0, 1, 2], [1, 0, 1], label="a")
-        ax.legend()
-        first = [p.read_bytes() for p in save_figure(fig, tmp_path / "a")]
-        second = [p.read_bytes() for p in save_figure(fig, tmp_path / "b")]
+        first = _save_busy(tmp_path / "a")
+        second = _save_busy(tmp_path / "b")
     assert first == second
+    png, pdf, svg = first
+    assert b"CreationDate" not in pdf and b"ModDate" not in pdf
+    assert b"<dc:date>" not in svg
+    # outside the fkdlib style too: save_figure salts the SVG ids itself
+    assert matplotlib.rcParams["svg.hashsalt"] is None
+    assert _save_busy(tmp_path / "c") == _save_busy(tmp_path / "d")
+
+
+def test_saved_files_are_the_same_in_another_process(tmp_path):
+    with style_context():
+        here = _save_busy(tmp_path / "here")
+    script = ("from fkdlib.report.figures import save_figure, style_context\n"
+              "with style_context():\n    namespace = {}\n"
+              f"    exec({_BUSY_FIGURE!r}, namespace)\n"
+              f"    save_figure(namespace['fig'], {str(tmp_path / 'there')!r})\n")
+    environment = {**os.environ, "PYTHONHASHSEED": "12345",
+                   "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run([sys.executable, "-c", script], check=True, env=environment, timeout=300)
+    there = [(tmp_path / f"there.{fmt}").read_bytes() for fmt in ("png", "pdf", "svg")]
+    assert here == there
+
+
+def test_the_style_salts_svg_ids():
+    assert STYLE["svg.hashsalt"] == "fkdlib"
+    with style_context():
+        assert matplotlib.rcParams["svg.hashsalt"] == "fkdlib"
 
 
 def test_low_dpi_is_refused(tmp_path):
@@ -147,12 +202,65 @@ def test_embedding_2d_scatters_each_label():
         np.testing.assert_allclose(collection.get_offsets(), xy[labels == collection.get_label()])
     assert ax.get_title() == "toy"
     many = plot_embedding_2d(rng.normal(size=(60, 2)), np.arange(60) % 30)
-    colors = [tuple(c.get_facecolor()[0]) for c in many.collections]
-    assert len(set(colors)) == 30
+    looks = [(tuple(c.get_facecolor()[0][:3]), c.get_paths()[0].vertices.tobytes())
+             for c in many.collections]
+    assert len(set(looks)) == 30  # every label its own colour and marker pair
     with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
         plot_embedding_2d(np.zeros((5, 3)), np.zeros(5))
     with pytest.raises(ValueError, match="labels must have shape"):
         plot_embedding_2d(np.zeros((5, 2)), np.zeros(4))
+
+
+def test_label_styles_give_eight_labels_eight_colours_and_eight_markers():
+    eight = label_styles(8)
+    assert [color for color, _ in eight] == list(PALETTE[:8])  # Okabe-Ito's eight
+    assert len({color for color, _ in eight}) == 8
+    assert [marker for _, marker in eight] == list(LABEL_MARKERS)
+    twenty = label_styles(20)
+    assert len(set(twenty)) == 20 and twenty[:8] == eight
+    assert {color for color, _ in twenty} == set(PALETTE[:8])
+    assert twenty[8] == (PALETTE[0], LABEL_MARKERS[1])  # the colour again, another marker
+    assert len(set(label_styles(64))) == 64
+    many = label_styles(70)
+    assert len({color for color, _ in many}) == 70 and {m for _, m in many} == {"o"}
+
+
+def test_embedding_2d_draws_eight_labels_in_eight_colours_and_markers():
+    xy = np.random.default_rng(6).normal(size=(80, 2))
+    ax = plot_embedding_2d(xy, np.arange(80) % 8)
+    colors = [matplotlib.colors.to_hex(c.get_facecolor()[0]) for c in ax.collections]
+    assert colors == [c.lower() for c in PALETTE[:8]] and len(set(colors)) == 8
+    shapes = {c.get_paths()[0].vertices.tobytes() for c in ax.collections}
+    assert len(shapes) == 8
+    assert len(ax.get_legend().get_texts()) == 8
+
+
+def test_readable_y_scale_linear_for_a_short_range():
+    fig, ax = plt.subplots()
+    values = np.array([39.0, 33.0, 29.5, 27.5, 22.0])
+    ax.plot(values)
+    assert readable_y_scale(ax, values, "training loss") == "linear"
+    assert ax.get_yscale() == "linear" and ax.get_ylabel() == "training loss"
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    shown = [t for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high]
+    assert len(shown) >= 4
+
+
+def test_readable_y_scale_log_with_plain_labels_at_1_2_5():
+    fig, ax = plt.subplots()
+    values = np.array([50.0, 20.0, 8.0, 2.5, 0.9])
+    ax.plot(values)
+    assert readable_y_scale(ax, values, "training loss") == "log"
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "training loss, log scale"
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    labels = [t.get_text() for t in ax.get_yticklabels()
+              if low <= t.get_position()[1] <= high and t.get_text()]
+    assert labels == ["1", "2", "5", "10", "20", "50"]
+    # a range of less than a decade, or a value <= 0, stays linear
+    assert readable_y_scale(ax, [3.0, 29.0], "x") == "linear"
+    assert readable_y_scale(ax, [0.0, 100.0], "x") == "linear"
 
 
 # ----------------------------------------------------------------------------- whole figures
@@ -184,6 +292,9 @@ def test_projection_grid_legend_and_ticks_options():
     fig = projection_grid({"one": (xy, labels), "two": (xy, labels)}, legend=True, ticks=True)
     assert len(fig.axes) == 2 and len(fig.legends) == 1
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b", "c"]
+    assert fig.legends[0].get_title().get_text() == ""
+    titled = projection_grid({"one": (xy, labels)}, legend="identity")
+    assert titled.legends[0].get_title().get_text() == "identity"
     assert len(fig.axes[0].get_xticks()) > 0
     many = projection_grid({"x": (np.random.default_rng(4).normal(size=(26, 2)), np.arange(26) % 13)},
                            legend=True)
@@ -200,8 +311,7 @@ def test_similarity_grid_one_panel_per_title_and_one_legend():
             for name in ("A", "B", "C", "T")}
     colors = {"A": "#111111", "T": "#000000"}
     panels = {f"row {name}": {name: pair[name], "T": pair["T"]} for name in ("A", "B", "C")}
-    fig = similarity_grid(panels, ncols=2, value_range=(-1, 1), bins=10, colors=colors,
-                          sharey=True)
+    fig = similarity_grid(panels, ncols=2, value_range=(-1, 1), bins=10, colors=colors)
     axes = fig.axes
     assert len(axes) == 4 and not axes[3].axison
     edges = np.linspace(-1, 1, 11)
@@ -214,10 +324,21 @@ def test_similarity_grid_one_panel_per_title_and_one_legend():
             np.testing.assert_allclose(stairs[f"{method} (pos)"].get_data().values, expected)
             assert stairs[f"{method} (pos)"].get_edgecolor() == \
                 matplotlib.colors.to_rgba(method_color(method, colors))
-    assert axes[0].get_shared_y_axes().joined(axes[0], axes[2])
+    # compared panels: both axes shared, a log density axis from the highest peak down
+    for ax in axes[1:3]:
+        assert axes[0].get_shared_y_axes().joined(axes[0], ax)
+        assert axes[0].get_shared_x_axes().joined(axes[0], ax)
+    peak = max(p.get_data().values.max() for ax in axes for p in ax.patches
+               if isinstance(p, StepPatch))
+    assert [ax.get_yscale() for ax in axes[:3]] == ["log"] * 3
+    assert axes[2].get_ylim() == pytest.approx(
+        (10.0 ** (np.floor(np.log10(1.5 * peak)) - SIMILARITY_DECADES), 1.5 * peak))
+    assert [ax.get_ylabel() for ax in axes[:3]] == ["density (log scale)", "",
+                                                    "density (log scale)"]
     # x label on the lowest panel of each column only
     assert [ax.get_xlabel() for ax in axes[:3]] == ["", "cosine similarity", "cosine similarity"]
     (legend,) = fig.legends
+    assert legend.get_texts()[0].get_fontsize() == 10
     assert [t.get_text() for t in legend.get_texts()] == ["positive pairs", "negative pairs", "T"]
     assert [h.get_linestyle() for h in legend.legend_handles[:2]] == ["-", "--"]
     assert matplotlib.colors.to_hex(legend.legend_handles[2].get_color()) == "#000000"
@@ -230,7 +351,7 @@ def test_similarity_grid_defaults_to_the_range_of_all_panels():
     for ax in fig.axes:
         edges = next(p for p in ax.patches if isinstance(p, StepPatch)).get_data().edges
         np.testing.assert_allclose(edges, np.linspace(-0.6, 0.9, 5))
-    assert not fig.axes[0].get_shared_y_axes().joined(fig.axes[0], fig.axes[1])
+    assert fig.axes[0].get_shared_y_axes().joined(fig.axes[0], fig.axes[1])
     # a panel with two methods of its own names them in its own legend
     two = similarity_grid({"both": {"a": a, "b": b}})
     assert [t.get_text() for t in two.axes[0].get_legend().get_texts()] == ["a", "b"]

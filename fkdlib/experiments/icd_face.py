@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from scipy.stats import wasserstein_distance
 
 from ..distill.icd import (
@@ -445,38 +446,73 @@ def similarity_figure(evaluations: Mapping[str, Evaluation], protocol: str = CLA
 
 
 def ablation_figure(table: pd.DataFrame) -> Figure:
-    """Mean positive similarity (bars: 95% interval of its change from the no-ICD reference) and
-    TAR@1e-3 against K (at the default σ) and against σ (at the default K), with the no-ICD
-    reference and the teacher as horizontal lines."""
+    """Mean positive similarity (top) and TAR@1e-3 (bottom) of the ablation variants of
+    ``table`` (:func:`ablation_table`) against K (at the default σ, left) and against σ (at
+    the default K, right), with the no-ICD reference and the teacher as horizontal lines and
+    one legend for the figure.
+
+    The bars on the mean positive similarity are the 95% interval of its change from the
+    no-ICD reference, placed around the variant: black, capped and drawn above the markers,
+    since they are often barely longer than a marker. TAR has no interval. The panels of a
+    row share their y axis, which spans the variants, their intervals and the reference; the
+    teacher is a line when it falls inside, else an arrow at the panel's edge with its value
+    (the fine-tuned variants differ by thousandths, and an axis stretched to a teacher a few
+    hundredths away flattens the very differences the ablation is about).
+    """
     variants = table[~table.variant.isin([NO_ICD, TEACHER])]
     by_k = variants[variants["σ"] == ICD_BANDWIDTH].sort_values("K")
     by_sigma = variants[variants.K == ICD_SLOTS].sort_values("σ")
     references = table.set_index("variant")
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharey="row")
-    for row, metric in enumerate(("mean pos", "TAR@1e-3")):
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey="row", layout="constrained")
+    for row, (metric, name) in enumerate((("mean pos", "mean positive similarity"),
+                                          ("TAR@1e-3", "TAR at FAR = 1e-3 (no interval)"))):
+        spanned = [float(references.loc[NO_ICD, metric])] if NO_ICD in references.index \
+            else []
         for col, (frame, x, label) in enumerate(((by_k, "K", "bank slots per class K"),
                                                  (by_sigma, "σ", "histogram bandwidth σ"))):
             ax = axes[row, col]
             xs = frame[x].to_numpy(dtype=float)
             ys = frame[metric].to_numpy(dtype=float)
+            spanned += list(ys)
             error = None
             if metric == "mean pos" and NO_ICD in references.index:
                 # the bootstrap interval of the change from the reference, around the variant
                 base = float(references.loc[NO_ICD, metric])
-                error = [ys - (base + frame.ci_low.to_numpy(dtype=float)),
-                         base + frame.ci_high.to_numpy(dtype=float) - ys]
-            ax.errorbar(xs, ys, yerr=error, fmt="o-", capsize=3,
-                        color=figs.method_color("fcd+icd"), label="FCD+ICD (fine-tuned)")
-            for name, style in ((NO_ICD, "--"), (TEACHER, ":")):
-                if name in references.index:
-                    ax.axhline(references.loc[name, metric], linestyle=style,
-                               color=figs.method_color("fcd" if name == NO_ICD else "teacher"),
-                               label=f"{name}" + (" (fine-tuned FCD)" if name == NO_ICD else ""))
+                error = np.array([ys - (base + frame.ci_low.to_numpy(dtype=float)),
+                                  base + frame.ci_high.to_numpy(dtype=float) - ys])
+                spanned += list(ys - error[0]) + list(ys + error[1])
+            ax.errorbar(xs, ys, yerr=error, fmt="o-", markersize=5, capsize=6, capthick=1.5,
+                        elinewidth=1.5, ecolor="black", barsabove=True,
+                        color=figs.method_color("fcd+icd"),
+                        label="FCD+ICD (fine-tuned); bars: 95% interval of the change "
+                              "from no ICD")
+            for reference, style in ((NO_ICD, "--"), (TEACHER, ":")):
+                if reference in references.index:
+                    ax.axhline(references.loc[reference, metric], linestyle=style,
+                               color=figs.method_color("fcd" if reference == NO_ICD
+                                                       else "teacher"),
+                               label=reference + (" (fine-tuned FCD)" if reference == NO_ICD
+                                                  else ""))
             ax.set_xscale("log", base=2)
             ax.set_xticks(xs, [f"{v:g}" for v in xs])
             ax.minorticks_off()
-            ax.set(xlabel=label, ylabel=metric if col == 0 else None)
-    axes[0, 0].legend(loc="best", fontsize=8)
+            ax.set(xlabel=label, ylabel=name if col == 0 else None)
+        low, high = np.nanmin(spanned), np.nanmax(spanned)
+        pad = 0.12 * (high - low) if high > low else 0.01 * max(abs(high), 1e-3)
+        axes[row, 0].set_ylim(low - pad, high + pad)
+        if TEACHER in references.index:
+            teacher = float(references.loc[TEACHER, metric])
+            if not low - pad <= teacher <= high + pad:
+                above = teacher > high
+                for ax in axes[row]:
+                    ax.annotate(f"Teacher {teacher:.3f} {'↑' if above else '↓'}",
+                                xy=(0.99, 0.97 if above else 0.03), xycoords="axes fraction",
+                                ha="right", va="top" if above else "bottom", fontsize=9,
+                                color=figs.method_color("teacher"))
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    # matplotlib lists the error-bar container after the lines; the variants come first
+    fig.legend(handles[-1:] + handles[:-1], names[-1:] + names[:-1], loc="outside lower center",
+               ncol=len(names), fontsize=9)
     return fig
 
 
@@ -501,8 +537,9 @@ def training_curves_figure(histories: Mapping[str, pd.DataFrame],
                            terms: Sequence[str] = ("loss_ce", "loss_fcd", "loss_icd")) -> Figure:
     """Each weighted loss term per epoch (one panel per term of ``terms`` that some history
     records: cross-entropy, FCD's 7·(2 − 2 cos), ICD's KL divergence), one line per student
-    of ``histories`` (method -> its training history) in its method colour, one legend. Not a
-    figure of the paper: it shows what each student was trained with."""
+    of ``histories`` (method -> its training history) in its method colour, one legend. Each
+    panel keeps its own y axis: the terms differ in kind and scale, and are not compared
+    across panels. Not a figure of the paper: it shows what each student was trained with."""
     shown = [term for term in terms if any(term in h for h in histories.values())]
     if not shown:
         raise ConfigError(f"no history records any of {', '.join(terms)}")
@@ -514,6 +551,8 @@ def training_curves_figure(histories: Mapping[str, pd.DataFrame],
                 ax.plot(history.epoch, history[term], marker="o", label=name,
                         color=figs.method_color(name))
         ax.set(xlabel="epoch", title=term.removeprefix("loss_").upper() + " term (weighted)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0, 0].set_ylabel("weighted term (epoch mean)")
     axes[0, 0].legend()
     return fig
 

@@ -1240,14 +1240,16 @@ def similarity_figure(evaluations: Mapping[str, Any],
                       reference: str = TEACHER, protocol: str = "ijb") -> Figure:
     """Positive- and negative-pair cosine similarity densities on the ``protocol`` list, one
     panel per row of ``rows`` (three per row of panels) with the ``reference`` (the teacher's,
-    black) in every panel, on [-1, 1], colours of :data:`ROW_COLORS`; the first seed's run of
-    each row. Not a figure of the thesis: it shows how close each student's similarities come
-    to the teacher's."""
+    black) in every panel, on shared axes ([-1, 1] and a log density axis:
+    :func:`~fkdlib.report.figures.similarity_grid`), colours of :data:`ROW_COLORS`, one
+    legend; the first seed's run of each row. The reference is drawn first, so where a row
+    matches it the row's colour shows. Not a figure of the thesis: it shows how close each
+    student's similarities come to the teacher's."""
     def pair(name: str) -> tuple[np.ndarray, np.ndarray]:
         run = _first(evaluations[name])
         return run.positives(protocol), run.negatives(protocol)
 
-    return figs.similarity_grid({row: {row: pair(row), reference: pair(reference)}
+    return figs.similarity_grid({row: {reference: pair(reference), row: pair(row)}
                                  for row in rows},
                                 value_range=(-1, 1), colors=ROW_COLORS)
 

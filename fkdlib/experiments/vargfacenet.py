@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from ..distill.angular import ANGULAR_WEIGHT
 from ..errors import ConfigError
@@ -632,26 +632,34 @@ def efficiency_figure(efficiency: pd.DataFrame, batch_sizes: Sequence[int]) -> F
 
 
 def training_curves_figure(histories: Mapping[str, pd.DataFrame],
-                           loss: str = "training loss (CosFace)") -> Figure:
-    """Training loss per epoch (log scale) of every model of ``histories`` (model -> its
-    history with ``epoch`` and ``loss``), each in its :func:`model_color`; not a figure of
-    the paper (it shows the shared recipe converging for every backbone)."""
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+                           loss: str = "training loss (CosFace; nats, epoch mean)") -> Figure:
+    """Training loss per epoch of every model of ``histories`` (model -> its history with
+    ``epoch`` and ``loss``), each in its :func:`model_color`, one legend outside the axes (it
+    lists up to seven models); not a figure of the paper (it shows the shared recipe
+    converging for every backbone). The loss is on a log axis with 1-2-5 labels when it
+    spans a decade or more, else on a linear one
+    (:func:`~fkdlib.report.figures.readable_y_scale`): a few epochs of a margin loss often
+    fall by less than a factor of two, where a log axis labels one or two ticks."""
+    fig, ax = plt.subplots(figsize=(7.5, 4), layout="constrained")
     for name, history in histories.items():
         ax.plot(history.epoch, history.loss, label=name, color=model_color(name), marker="o",
                 ms=3)
-    ax.set(xlabel="epoch", ylabel=loss, yscale="log")
-    ax.legend()
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figs.readable_y_scale(ax, np.concatenate([h.loss.to_numpy(dtype=float)
+                                              for h in histories.values()]), loss)
+    fig.legend(loc="outside right upper")
     return fig
 
 
 def generations_figure(generations: pd.DataFrame, official: pd.DataFrame,
-                       count: int = GENERATIONS) -> Figure:
-    """Accuracy over recursive generations: ours (left; :func:`generation_table`: from
-    scratch, then generations 0 to ``count``, the teacher dashed) beside the official results
-    (right; :func:`official_comparison`), one colour per protocol; mirrors the paper's
-    recursive knowledge distillation (Sec. 3.3, Fig. 2) and its official per-generation
-    results."""
+                       count: int = GENERATIONS, source: str = "SynthFace") -> Figure:
+    """Accuracy over recursive generations: ours on ``source`` (left, titled with it: the
+    benchmark's ``source``; :func:`generation_table`: from scratch, then generations 0 to
+    ``count``, the teacher dashed) beside the official results (right;
+    :func:`official_comparison`), one colour per protocol; mirrors the paper's recursive
+    knowledge distillation (Sec. 3.3, Fig. 2) and its official per-generation results. The
+    panels keep their own y axes: different data and scales, compared by trend."""
     protocols = (("LFW-like acc", "LFW"), ("CFP-FP-like acc", "CFP-FP"),
                  ("AgeDB-like acc", "AgeDB-30"))
     labels = ["scratch"] + [f"gen {k}" for k in range(count + 1)]
@@ -668,7 +676,7 @@ def generations_figure(generations: pd.DataFrame, official: pd.DataFrame,
         axes[1].plot([f"gen {k}" for k in official.generation],
                      official[f"{paper_column} (paper)"], marker="o", color=color,
                      label=paper_column)
-    axes[0].set(title="ours (SynthFace); dashed: teacher", ylabel="10-fold accuracy (%)")
+    axes[0].set(title=f"ours ({source}); dashed: teacher", ylabel="10-fold accuracy (%)")
     axes[1].set(title="official results (MS1M)", ylabel="accuracy (%)")
     axes[0].legend()
     axes[1].legend()
@@ -713,9 +721,10 @@ def similarity_figure(evaluations: Mapping[str, Evaluation], models: Mapping[str
                       protocol: str = "ijb") -> Figure:
     """Positive- and negative-pair cosine similarity densities on the ``protocol`` list, one
     panel per model of ``models`` (panel title -> model; the notebook's: the teacher,
-    VarGFaceNet from scratch and its distilled generation 0), on [-1, 1], each in its
-    :func:`model_color`. Not a figure of the paper: it shows what angular distillation (Eq. 5)
-    does to the student's similarities."""
+    VarGFaceNet from scratch and its distilled generation 0), on shared axes ([-1, 1] and a
+    log density axis: :func:`~fkdlib.report.figures.similarity_grid`), each in its
+    :func:`model_color`, one legend. Not a figure of the paper: it shows what angular
+    distillation (Eq. 5) does to the student's similarities."""
     return figs.similarity_grid(
         {label: {label: (evaluations[name].positives(protocol),
                          evaluations[name].negatives(protocol))}
@@ -728,8 +737,8 @@ def roc_figure(evaluations: Mapping[str, Evaluation], models: Sequence[str] | No
                protocol: str = "ijb") -> Figure:
     """ROC on the ``protocol`` list of ``models`` (default: both teachers, MobileFaceNet,
     VarGFaceNet from scratch, its depthwise version and every distilled generation), each in
-    its :func:`model_color`, FAR from the lowest the list reports; the analogue of the verification results the
-    paper reports at low FAR (DeepGlint-light TPR at FPR 1e-8)."""
+    its :func:`model_color`, FAR from the lowest the list reports; the analogue of the
+    verification results the paper reports at low FAR (DeepGlint-light TPR at FPR 1e-8)."""
     if models is None:
         models = [DISTILLATION_TEACHER, TEACHER, MOBILE, STUDENT, DEPTHWISE]
         models += [generation_label(k) for k in range(GENERATIONS + 1)]
@@ -755,7 +764,7 @@ def projection_figure(evaluations: Mapping[str, Evaluation], metadata: pd.DataFr
               (project(evaluations[name].embeddings["test"][rows], method=method,
                        random_state=seed), labels)
               for label, name in models.items()}
-    return figs.projection_grid(points, panel_size=(13 / 3, 4.6), legend=True)
+    return figs.projection_grid(points, panel_size=(13 / 3, 4.6), legend="identity")
 
 
 __all__ = ["BACKBONES", "DEPTHWISE", "DISTILLATION_TEACHER", "GENERATIONS",

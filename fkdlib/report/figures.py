@@ -23,6 +23,8 @@ from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import StepPatch
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from ..errors import ConfigError
 from ..io import atomic_write_bytes
@@ -115,7 +117,9 @@ def method_color(name: str, colors: Mapping[str, str] | None = None) -> str:
 def save_figure(fig: Figure, path_stem: str | os.PathLike, dpi: int = 300) -> list[Path]:
     """Write ``<stem>.png``, ``<stem>.pdf`` and ``<stem>.svg`` atomically; return the paths.
 
-    Each format is rendered to memory first, so a failure leaves no partial file.
+    Each format is rendered to memory first, so a failure leaves no partial file. The same
+    figure gives the same bytes in every format, in every process: no creation dates
+    (:data:`_NO_DATES`) and a fixed SVG id salt.
     """
     if dpi < 200:
         raise ConfigError(f"figures are saved at 200 dpi or more, got dpi={dpi}")
@@ -125,7 +129,11 @@ def save_figure(fig: Figure, path_stem: str | os.PathLike, dpi: int = 300) -> li
     paths = []
     for fmt in _FORMATS:
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", metadata=_NO_DATES[fmt])
+        # without a salt the SVG's element ids are random; set here too, so a figure saved
+        # outside the fkdlib style is just as reproducible
+        with mpl.rc_context({"svg.hashsalt": STYLE["svg.hashsalt"]}):
+            fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight",
+                        metadata=_NO_DATES[fmt])
         path = stem.with_name(f"{stem.name}.{fmt}")
         atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
@@ -142,6 +150,29 @@ def _vector(values: Any, what: str) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{what} contains NaN or infinite values")
     return array
+
+
+def readable_y_scale(ax: Axes, values: Any, label: str) -> str:
+    """A y axis for ``values`` (e.g. every training loss a panel shows) labelled ``label``.
+
+    Logarithmic when the values are positive and span a decade or more, with plain-number
+    labels at 1, 2 and 5 times each power of ten (matplotlib's default labels only the
+    powers of ten, so a log axis over less than a decade or two shows one or two labels, in
+    10^x notation) and ``, log scale`` added to the label; linear otherwise, where a log axis
+    gains nothing. Returns the scale, ``"log"`` or ``"linear"``.
+    """
+    array = np.asarray(values, dtype=np.float64).ravel()
+    array = array[np.isfinite(array)]
+    if array.size and array.min() > 0 and array.max() >= 10 * array.min():
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylabel(f"{label}, log scale")
+        return "log"
+    ax.set_yscale("linear")
+    ax.set_ylabel(label)
+    return "linear"
 
 
 def _axes(ax: Axes | None) -> Axes:
@@ -236,21 +267,33 @@ def plot_roc(curves: Mapping[str, tuple[Any, Any]], ax: Axes | None = None,
 MAX_LEGEND_LABELS = 12
 
 
-def _label_colors(count: int) -> list:
-    """Distinct colours: the palette, then tab20, then evenly spaced samples of turbo."""
-    if count <= len(PALETTE):
-        return list(PALETTE[:count])
-    if count <= 20:
-        return [mpl.colormaps["tab20"](i) for i in range(count)]
-    return [mpl.colormaps["turbo"](i / (count - 1)) for i in range(count)]
+#: Marker shapes of the labels of a scatter (:func:`label_styles`).
+LABEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+# Okabe–Ito's eight colours (the palette without the baseline grey).
+_LABEL_COLORS = PALETTE[:8]
+
+
+def label_styles(count: int) -> list[tuple[Any, str]]:
+    """A distinct ``(colour, marker)`` for each of ``count`` labels (identities, classes).
+
+    Label ``i`` gets Okabe–Ito colour ``i mod 8`` and marker ``(i + i div 8) mod 8`` of
+    :data:`LABEL_MARKERS`: up to 8 labels differ both in colour and in shape (told apart
+    without colour vision too, and where orange, vermilion and yellow dots are hard to tell
+    apart), up to 64 in the pair. Beyond 64, evenly spaced samples of turbo, all circles.
+    """
+    if count <= len(_LABEL_COLORS) * len(LABEL_MARKERS):
+        return [(_LABEL_COLORS[i % len(_LABEL_COLORS)],
+                 LABEL_MARKERS[(i + i // len(_LABEL_COLORS)) % len(LABEL_MARKERS)])
+                for i in range(count)]
+    return [(mpl.colormaps["turbo"](i / (count - 1)), "o") for i in range(count)]
 
 
 def plot_embedding_2d(xy: Any, labels: Any, ax: Axes | None = None,
                       title: str | None = None) -> Axes:
     """Scatter of 2-D points (t-SNE / UMAP output, or raw 2-D features) coloured by label.
 
-    One scatter per label, in sorted label order; a legend is drawn for up to
-    :data:`MAX_LEGEND_LABELS` labels.
+    One scatter per label, in sorted label order, each in its own colour and marker
+    (:func:`label_styles`); a legend is drawn for up to :data:`MAX_LEGEND_LABELS` labels.
     """
     if hasattr(xy, "detach"):
         xy = xy.detach().cpu().numpy()
@@ -264,10 +307,10 @@ def plot_embedding_2d(xy: Any, labels: Any, ax: Axes | None = None,
         raise ValueError(f"labels must have shape ({points.shape[0]},), got {labels.shape}")
     ax = _axes(ax)
     unique = sorted(np.unique(labels).tolist())
-    for label, color in zip(unique, _label_colors(len(unique))):
+    for label, (color, marker) in zip(unique, label_styles(len(unique))):
         chosen = points[labels == label]
-        ax.scatter(chosen[:, 0], chosen[:, 1], s=10, color=color, alpha=0.85, linewidths=0,
-                   label=str(label))
+        ax.scatter(chosen[:, 0], chosen[:, 1], s=14, color=color, marker=marker, alpha=0.85,
+                   linewidths=0, label=str(label))
     ax.set_aspect("equal", adjustable="datalim")
     if len(unique) <= MAX_LEGEND_LABELS:
         ax.legend(loc="best", markerscale=1.5, fontsize=8)
@@ -297,16 +340,17 @@ def _panel_grid(count: int, ncols: int | None, panel_size: tuple[float, float],
 
 
 def projection_grid(panels: Mapping[str, tuple[Any, Any]], ncols: int | None = None,
-                    panel_size: tuple[float, float] = (3.4, 3.6), legend: bool = False,
+                    panel_size: tuple[float, float] = (3.4, 3.6), legend: bool | str = False,
                     ticks: bool = False) -> Figure:
     """Several 2-D projections (t-SNE / UMAP / PCA output, or raw 2-D features) in one figure.
 
     ``panels`` maps each panel's title to its ``(xy (n, 2), labels (n,))``; the panels are laid
     out ``ncols`` per row in the mapping's order (default: one row), each drawn by
-    :func:`plot_embedding_2d`. A label keeps its colour across panels when the panels show the
-    same labels (colours follow the sorted labels). No panel has its own legend: ``legend``
-    True draws one for the figure, on the right, taken from the first panel, when it shows at
-    most :data:`MAX_LEGEND_LABELS` labels. ``ticks`` False hides the axis ticks (t-SNE and UMAP
+    :func:`plot_embedding_2d`. A label keeps its colour and marker across panels when the
+    panels show the same labels (styles follow the sorted labels). No panel has its own legend: ``legend``
+    True (or a string, the legend's title, e.g. ``"identity"``) draws one for the figure, on
+    the right, taken from the first panel, when it shows at most :data:`MAX_LEGEND_LABELS`
+    labels. ``ticks`` False hides the axis ticks (t-SNE and UMAP
     coordinates carry no meaning); keep them for real 2-D features.
     """
     if not panels:
@@ -322,20 +366,30 @@ def projection_grid(panels: Mapping[str, tuple[Any, Any]], ncols: int | None = N
             ax.set(xticks=[], yticks=[])
     handles, names = axes[0].get_legend_handles_labels()
     if legend and len(names) <= MAX_LEGEND_LABELS:
-        fig.legend(handles, names, loc="outside right upper", markerscale=1.5, fontsize=8)
+        fig.legend(handles, names, loc="outside right upper", markerscale=2, fontsize=9,
+                   title=legend if isinstance(legend, str) else None, title_fontsize=9)
     return fig
+
+
+#: Decades of density below the highest peak that a :func:`similarity_grid` shows.
+SIMILARITY_DECADES = 3
 
 
 def similarity_grid(panels: Mapping[str, Mapping[str, tuple[Any, Any]]], ncols: int = 3,
                     panel_size: tuple[float, float] = (4.0, 3.0),
                     value_range: tuple[float, float] | None = None, bins: int = 80,
-                    colors: Mapping[str, str] | None = None, sharey: bool = False) -> Figure:
+                    colors: Mapping[str, str] | None = None) -> Figure:
     """Positive- and negative-pair similarity densities, one panel per title.
 
     ``panels`` maps each panel's title to the ``{method: (positive, negative)}`` it shows
     (:func:`plot_similarity_distributions`; ``colors`` overrides :func:`method_color`); panels
-    are laid out ``ncols`` per row and share the x axis (``value_range``, default the range of
-    all the data, so bins are comparable across panels) and, with ``sharey``, the y axis.
+    are laid out ``ncols`` per row. The panels are compared, so they share both axes: x is
+    ``value_range`` (default the range of all the data, so bins are comparable) and y is a
+    logarithmic density axis from the highest peak of any panel down
+    :data:`SIMILARITY_DECADES` decades. On a linear axis the sharp positive peaks of a
+    well-trained model (densities of 10 to 30) flatten every negative distribution (density
+    below 1) onto the x axis; on the log axis both stay readable, and so does their overlap,
+    the tails that verification errors come from.
 
     One legend for the figure, below the panels: the line styles (positive pairs solid,
     negative pairs dashed) and the colour of every method drawn in more than one panel (a
@@ -354,7 +408,7 @@ def similarity_grid(panels: Mapping[str, Mapping[str, tuple[Any, Any]]], ncols: 
             value_range = (float(everything.min()), float(everything.max()))
             if value_range[0] == value_range[1]:
                 value_range = (value_range[0] - 0.5, value_range[1] + 0.5)
-    fig, axes = _panel_grid(len(panels), ncols, panel_size, sharex=True, sharey=sharey)
+    fig, axes = _panel_grid(len(panels), ncols, panel_size, sharex=True, sharey=True)
     counts: dict[str, int] = {}
     for data in panels.values():
         for method in data:
@@ -368,18 +422,24 @@ def similarity_grid(panels: Mapping[str, Mapping[str, tuple[Any, Any]]], ncols: 
         own = [method for method in data if method not in shared]
         if len(own) > 1:
             ax.legend([Line2D([], [], color=method_color(m, colors)) for m in own], own,
-                      loc="best", fontsize=8)
+                      loc="upper left")
         if index < len(panels) - ncols:
             ax.set_xlabel("")
         else:  # the lowest panel of its column: its tick labels too
             ax.xaxis.set_tick_params(labelbottom=True)
-        if sharey and index % ncols:
-            ax.set_ylabel("")
+        ax.set_ylabel("density (log scale)" if index % ncols == 0 else "")
+    peak = max(float(patch.get_data().values.max()) for ax in axes for patch in ax.patches
+               if isinstance(patch, StepPatch))
+    top = 1.5 * peak  # densities of data inside the bins: the peak is positive
+    axes[0].set_yscale("log")  # shared: every panel
+    axes[0].set_ylim(10.0 ** (np.floor(np.log10(top)) - SIMILARITY_DECADES), top)
+    axes[0].yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axes[0].xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
     key = [Line2D([], [], color="0.3", linestyle="-"),
            Line2D([], [], color="0.3", linestyle="--")]
     key += [Line2D([], [], color=method_color(m, colors)) for m in shared]
     names = ["positive pairs", "negative pairs", *shared]
-    fig.legend(key, names, loc="outside lower center", ncol=len(names))
+    fig.legend(key, names, loc="outside lower center", ncol=len(names), fontsize=10)
     return fig
 
 
