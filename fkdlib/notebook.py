@@ -12,14 +12,17 @@ version, packages, device, profile, runtime).
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from .io import atomic_write_json
 from .outputs import is_committed_run, output_dirs
@@ -66,9 +69,15 @@ class NotebookContext:
         return save_table(frame, self.results_dir / name, caption=caption,
                           provenance=self.provenance(), float_format=float_format)
 
-    def save_figure(self, fig, name: str) -> list[Path]:
-        """PNG + PDF + SVG under ``figures/<notebook>/``."""
-        return save_figure(fig, self.figures_dir / name)
+    def save_figure(self, fig: Figure, name: str) -> SavedFigure:
+        """PNG + PDF + SVG under ``figures/<notebook>/``; the returned object shows the figure
+        inline as the last expression of a cell (executed notebooks then carry their plots,
+        and GitHub-style viewers show them). The figure is closed, so a backend that shows
+        open figures at the end of a cell does not show it a second time."""
+        paths = save_figure(fig, self.figures_dir / name)
+        shown = SavedFigure.from_figure(fig, paths)
+        plt.close(fig)
+        return shown
 
     def save_claims(self, checked: pd.DataFrame) -> pd.DataFrame:
         """``claims.csv`` and ``claims.md`` under ``results/<notebook>/`` (the table of
@@ -90,6 +99,29 @@ class NotebookContext:
                                  timings_s={k: round(v, 1) for k, v in self.timings.items()})
         atomic_write_json(self.results_dir / "provenance.json", record)
         return record
+
+
+@dataclass(frozen=True)
+class SavedFigure:
+    """A saved figure as a notebook shows it: a PNG at screen resolution (``_repr_png_``)
+    and, as plain text, the files written."""
+
+    paths: tuple[Path, ...]
+    png: bytes
+
+    DISPLAY_DPI = 110  # the saved PNG has 300 dpi; this keeps executed notebooks small
+
+    @classmethod
+    def from_figure(cls, fig: Figure, paths: list[Path]) -> SavedFigure:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=cls.DISPLAY_DPI, bbox_inches="tight")
+        return cls(tuple(paths), buffer.getvalue())
+
+    def _repr_png_(self) -> bytes:
+        return self.png
+
+    def __repr__(self) -> str:
+        return "saved " + ", ".join(str(path) for path in self.paths)
 
 
 class _Timer:

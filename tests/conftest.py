@@ -1,5 +1,6 @@
 """Shared test settings: one torch thread (CI machines have two cores), Agg backend."""
 
+import json
 import os
 import time
 
@@ -23,15 +24,29 @@ torch.set_num_threads(1)
 @pytest.fixture
 def smoke_notebook(tmp_path):
     """Run one notebook on the smoke profile into ``tmp_path`` (results/ and figures/) and
-    return its results folder; the run must succeed. Keyword arguments go to ``reproduce``
+    return its results folder; the run must succeed, and the executed notebook must show every
+    figure it saved and store no progress bar. Keyword arguments go to ``reproduce``
     (``data=``, ``eval_sets=``, ``overrides=``, another ``profile=``)."""
     def run(name: str, profile: str = "smoke", **options):
         runs = reproduce(profile, only=[name], results_dir=tmp_path / "results",
                          figures_dir=tmp_path / "figures", timeout_s=1800, log=lambda *_: None,
                          **options)
         assert [(r.name, r.status) for r in runs] == [(name, "ok")], runs[0].error
-        return tmp_path / "results" / name
+        results = tmp_path / "results" / name
+        saved = list((tmp_path / "figures" / name).glob("*.png"))
+        assert saved and _figures_shown(results / f"{name}.ipynb") == len(saved)
+        return results
     return run
+
+
+def _figures_shown(executed) -> int:
+    """How many PNG figures an executed notebook shows; it must store no progress widget or
+    progress-bar text (a viewer would show them stuck at 0%)."""
+    outputs = [output for cell in json.loads(executed.read_text(encoding="utf-8"))["cells"]
+               for output in cell.get("outputs", [])]
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert not [o for o in outputs if "%|" in "".join(o.get("text", []))]
+    return sum("image/png" in output.get("data", {}) for output in outputs)
 
 
 @pytest.fixture(scope="session")

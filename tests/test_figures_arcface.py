@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.colors import to_hex, to_rgba  # noqa: E402
 from matplotlib.patches import StepPatch  # noqa: E402
@@ -43,22 +44,56 @@ def test_target_logit_figure_draws_every_column():
                            "ArcFace": np.cos(np.radians(theta) + 0.5)})
     fig = exp.target_logit_figure(curves)
     (ax,) = fig.axes
-    assert [line.get_label() for line in ax.lines] == ["Softmax", "ArcFace"]
-    for line in ax.lines:
+    assert [line.get_label() for line in ax.lines] == [
+        "Softmax: cos θ  (‖W‖ = ‖x‖ = 1, b = 0)", "ArcFace: cos(θ + 0.5)"]
+    for line, name in zip(ax.lines, ("Softmax", "ArcFace")):
         np.testing.assert_allclose(line.get_xdata(), theta)
-        np.testing.assert_allclose(line.get_ydata(), curves[line.get_label()])
-        assert line.get_color() == method_color(line.get_label())
-    assert ax.get_title() == "Target logit curves" and ax.get_xlim() == (0, 180)
+        np.testing.assert_allclose(line.get_ydata(), curves[name])
+        assert line.get_color() == method_color(name)
+    assert ax.get_xlim() == (0, 180) and list(ax.get_xticks()) == list(range(0, 181, 30))
     assert ax.get_ylabel() == "target logit / s"
-    every = exp.target_logit_figure(exp.target_logit_curves(num_points=19))
-    assert [line.get_label() for line in every.axes[0].lines] == list(exp.LOSSES)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == \
+        [line.get_label() for line in ax.lines]
+
+
+def test_target_logit_figure_shows_overlapping_curves_and_explains_the_step():
+    fig = exp.target_logit_figure(exp.target_logit_curves())
+    (ax,) = fig.axes
+    labels = [line.get_label() for line in ax.lines]
+    assert [label.split(":")[0] for label in labels] == list(exp.LOSSES)
+    # Softmax and Norm-Softmax are both cos θ: the second says so and is dashed over the first
+    softmax, norm = ax.lines[:2]
+    np.testing.assert_allclose(softmax.get_ydata(), norm.get_ydata())
+    assert labels[1] == "Norm-Softmax: cos θ  (= Softmax)"
+    assert softmax.get_linewidth() > norm.get_linewidth()
+    assert len({(line.get_linestyle(), line.get_marker()) for line in ax.lines}) == 6
+    assert labels[2] == "SphereFace: ψ(1.5θ)" and labels[3] == "CosFace: cos θ − 0.35"
+    assert labels[5] == "CM (1,0.3,0.2): ψ(θ + 0.3) − 0.2"
+    # ArcFace's step at θ = π − m: from −1 down to −cos m − m·sin m, as the head computes it
+    m = exp.LOSSES["ArcFace"][1]["m"]
+    (step,) = [t for t in ax.texts if "ArcFace past" in t.get_text()]
+    assert "π − m = 151°" in step.get_text() and "cos θ − m·sin m" in step.get_text()
+    assert "easy_margin=False" in step.get_text() and "−1.12" in step.get_text()
+    assert step.xy[0] == pytest.approx(np.degrees(np.pi - m))
+    curve = exp.target_logit_curves(num_points=3601)
+    before = curve[curve.theta_deg < np.degrees(np.pi - m)].ArcFace.iloc[-1]
+    after = curve[curve.theta_deg > np.degrees(np.pi - m)].ArcFace.iloc[0]
+    assert before == pytest.approx(-1.0, abs=1e-4)
+    assert after == pytest.approx(-np.cos(m) - m * np.sin(m), abs=1e-3)
+    assert step.xy[1] == pytest.approx((-1 - np.cos(m) - m * np.sin(m)) / 2)
+    assert any("ψ(φ) = (−1)ᵏ cos φ − 2k" in t.get_text() for t in ax.texts)
+    # without a ψ loss or ArcFace, no note and no annotation
+    theta = np.linspace(0, 180, 5)
+    plain = exp.target_logit_figure(pd.DataFrame({"theta_deg": theta,
+                                                  "CosFace": np.cos(np.radians(theta)) - 0.35}))
+    assert len(plain.axes[0].texts) == 0
 
 
 def test_training_curves_figure_plots_loss_and_mean_angle():
     histories = {"Softmax": _history(3, 0), "ArcFace": _history(3, 1)}
     fig = exp.training_curves_figure(histories)
     loss, theta = fig.axes
-    assert loss.get_yscale() == "log" and len(loss.lines) == len(theta.lines) == 2
+    assert len(loss.lines) == len(theta.lines) == 2
     for name, history in histories.items():
         (loss_line,) = [line for line in loss.lines if line.get_label() == name]
         (theta_line,) = [line for line in theta.lines if line.get_label() == name]
@@ -66,8 +101,26 @@ def test_training_curves_figure_plots_loss_and_mean_angle():
         np.testing.assert_allclose(loss_line.get_ydata(), history.loss)
         np.testing.assert_allclose(theta_line.get_ydata(), history.theta_mean)
         assert loss_line.get_color() == theta_line.get_color() == method_color(name)
+    # the loss falls from 10 to 3.3: less than a decade, a linear axis
+    assert loss.get_yscale() == "linear"
+    assert loss.get_ylabel() == "training loss (nats, epoch mean)"
+    assert all(float(t).is_integer() for ax in fig.axes for t in ax.get_xticks())  # epochs
     assert loss.get_legend() is None  # one legend for the figure
     assert [t.get_text() for t in theta.get_legend().get_texts()] == ["Softmax", "ArcFace"]
+
+
+def test_training_curves_figure_log_loss_axis_has_readable_ticks():
+    long = _history(12, 0)
+    long["loss"] = 50.0 * 0.6 ** np.arange(12)  # 50 down to 0.18
+    fig = exp.training_curves_figure({"ArcFace": long})
+    loss = fig.axes[0]
+    assert loss.get_yscale() == "log"
+    assert loss.get_ylabel() == "training loss (nats, epoch mean), log scale"
+    fig.canvas.draw()
+    low, high = loss.get_ylim()
+    labels = [t.get_text() for t in loss.get_yticklabels()
+              if low <= t.get_position()[1] <= high and t.get_text()]
+    assert labels == ["0.2", "0.5", "1", "2", "5", "10", "20", "50"]
 
 
 def test_angle_histogram_figure_first_and_last_epoch_per_loss():
@@ -76,16 +129,27 @@ def test_angle_histogram_figure_first_and_last_epoch_per_loss():
     bins = np.linspace(0, 120, 13)
     fig = exp.angle_histogram_figure(histories, bins=bins)
     assert len(fig.axes) == 6 and [ax.axison for ax in fig.axes] == [True] * 4 + [False] * 2
-    for ax, (name, history) in zip(fig.axes, histories.items()):
-        assert ax.get_title() == name and len(ax.patches) == 2 * 12
-        first, last = ax.patches[:12], ax.patches[12:]
-        for patches, epoch in ((first, 0), (last, -1)):
+    shown = fig.axes[:4]
+    for ax, (name, history) in zip(shown, histories.items()):
+        assert ax.get_title() == name
+        last, first = [p for p in ax.patches if isinstance(p, StepPatch)]
+        for patch, epoch in ((first, 0), (last, -1)):
             expected, _ = np.histogram(json.loads(history.theta_deg.iloc[epoch]), bins=bins)
-            np.testing.assert_allclose([p.get_height() for p in patches], expected)
-        assert to_hex(first[0].get_facecolor()) == to_hex("0.6")
-        assert to_hex(last[0].get_facecolor()) == method_color(name).lower()
-    assert fig.axes[0].get_legend() is not None
-    assert all(ax.get_legend() is None for ax in fig.axes[1:])
+            np.testing.assert_allclose(patch.get_data().values, expected)
+            np.testing.assert_allclose(patch.get_data().edges, bins)
+        # the first epoch a black outline (not Softmax's grey), the last filled in the colour
+        assert not first.get_fill() and to_hex(first.get_edgecolor()) == "#000000"
+        assert last.get_fill() and to_hex(last.get_facecolor()) == method_color(name).lower()
+        assert ax.get_legend() is None
+    # compared panels share both axes; one legend for the figure
+    assert all(shown[0].get_shared_y_axes().joined(shown[0], ax) for ax in shown[1:])
+    assert all(shown[0].get_shared_x_axes().joined(shown[0], ax) for ax in shown[1:])
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "after the first epoch", "after the last epoch (filled in the loss's colour)"]
+    assert [ax.get_ylabel() for ax in shown] == ["training images", "", "", "training images"]
+    # x labels under the lowest panel of each column (the fourth panel sits above an empty one)
+    assert [ax.get_xlabel() for ax in shown] == ["", "θ_y (°)", "θ_y (°)", "θ_y (°)"]
     assert len(exp.angle_histogram_figure({"ArcFace": _history(2, 0)}).axes) == 1
 
 
@@ -96,8 +160,8 @@ def test_toy_embedding_figure_normalises_all_but_softmax():
     toy = {name: exp.ToyEmbedding(name, rng.normal(size=(20, 2)) * 3, labels, weights)
            for name in ("Softmax", "ArcFace")}
     fig = exp.toy_embedding_figure(toy)
-    assert [ax.get_title() for ax in fig.axes] == ["Softmax (2-D features)",
-                                                   "ArcFace (2-D features)"]
+    assert [ax.get_title() for ax in fig.axes] == ["Softmax (2-D features, raw)",
+                                                   "ArcFace (2-D features, L2-normalised)"]
     for ax, t in zip(fig.axes, toy.values()):
         xy = t.features if t.name == "Softmax" else \
             t.features / np.linalg.norm(t.features, axis=1, keepdims=True)
@@ -106,10 +170,46 @@ def test_toy_embedding_figure_normalises_all_but_softmax():
         np.testing.assert_allclose(np.concatenate([c.get_offsets() for c in scatters]), xy)
         assert len(ax.lines) == 4  # one line per class centre, as long as the widest point
         radius = np.abs(xy).max()
-        for line, w in zip(ax.lines, weights):
+        for line, scatter, w in zip(ax.lines, scatters, weights):
             np.testing.assert_allclose(line.get_xydata()[1], w / np.linalg.norm(w) * radius)
+            assert to_rgba(line.get_color()) == tuple(scatter.get_facecolor()[0][:3]) + (1.0,)
         assert ax.get_legend() is None
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["0", "1", "2", "3"]
+    assert fig.legends[0].get_title().get_text() == "identity"
+
+
+def test_toy_embedding_figure_eight_identities_in_eight_colours_and_markers():
+    labels = np.repeat(np.arange(8), 6)
+    weights = np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)], 1)
+    features = weights[labels] * 2 + np.random.default_rng(1).normal(0, 0.05, (48, 2))
+    fig = exp.toy_embedding_figure({"ArcFace": exp.ToyEmbedding("ArcFace", features, labels,
+                                                                weights)})
+    (ax,) = fig.axes
+    colors = {to_hex(c.get_facecolor()[0]) for c in ax.collections}
+    markers = {c.get_paths()[0].vertices.tobytes() for c in ax.collections}
+    assert len(colors) == len(markers) == 8
+    assert len({to_hex(line.get_color()) for line in ax.lines}) == 8
+    assert len(fig.legends) == 1 and len(fig.legends[0].get_texts()) == 8
+    # evenly spread centres: none closer than half the spacing, reported under the panel
+    assert "every two centres at least 22.5° apart" in ax.get_xlabel()
+
+
+def test_toy_embedding_figure_states_spread_and_classes_sharing_a_direction():
+    # classes 0, 3 and 6 share one direction, as in the committed ArcFace toy
+    angles = np.radians([250, 290, 0, 251, 160, 60, 249, 120])
+    weights = np.stack([np.cos(angles), np.sin(angles)], 1)
+    labels = np.repeat(np.arange(8), 2)
+    spread = np.radians(np.tile([4.0, -10.0], 8))  # every class: 4° and 10° off its centre
+    features = np.stack([np.cos(angles[labels] + spread), np.sin(angles[labels] + spread)], 1)
+    own, between = exp.toy_angle_summary(features * 5, labels, weights)
+    np.testing.assert_allclose(own, np.tile([4.0, 10.0], 8), atol=1e-6)
+    assert between.shape == (8, 8) and between[0, 3] == pytest.approx(1.0)
+    assert between[0, 2] == pytest.approx(110.0)
+    fig = exp.toy_embedding_figure({"ArcFace": exp.ToyEmbedding("ArcFace", features, labels,
+                                                                weights)})
+    assert fig.axes[0].get_xlabel() == (
+        "angle to own class centre: median 7°, 90% of points within 10°\n"
+        "centres closer than 22.5°: 0–3, 0–6, 3–6")
 
 
 def test_similarity_and_roc_figures_show_every_loss():
@@ -124,6 +224,11 @@ def test_similarity_and_roc_figures_show_every_loss():
         means = sorted(line.get_xdata()[0] for line in ax.lines)
         np.testing.assert_allclose(means, sorted([ev.positives("ijb").mean(),
                                                   ev.negatives("ijb").mean()]))
+    # compared panels: shared x and y (a log density axis), one legend for the figure
+    assert all(shown[0].get_shared_y_axes().joined(shown[0], ax) for ax in shown[1:])
+    assert all(shown[0].get_shared_x_axes().joined(shown[0], ax) for ax in shown[1:])
+    assert {ax.get_yscale() for ax in shown} == {"log"}
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in shown)
     roc = exp.roc_figure(evaluations)
     (ax,) = roc.axes
     assert [line.get_label() for line in ax.lines] == list(exp.LOSSES)

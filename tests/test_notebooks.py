@@ -37,7 +37,7 @@ def test_notebook_01_runs_on_the_smoke_profile(smoke_notebook, tmp_path):
     assert set(clusters["target"]) >= {"identity", "cohort"} and clusters["ami"].le(1).all()
     for figure in ("target_logit_curves", "similarity_distributions", "roc",
                    "target_angle_histograms", "toy_2d_embedding", "projections",
-                   "cluster_quality"):
+                   "cluster_quality", "arcface_from_scratch"):
         for ext in ("png", "pdf", "svg"):
             assert (tmp_path / "figures" / "01_arcface" / f"{figure}.{ext}").exists()
     provenance = json.loads((results / "provenance.json").read_text())

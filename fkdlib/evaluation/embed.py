@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from fkdlib.errors import ConfigError, DataFormatError
+from fkdlib.progress import progress as progress_bar
 from fkdlib.runtime import resolve_device
 
 
@@ -72,7 +72,8 @@ def extract_embeddings(
         device: where to run, as accepted by :func:`fkdlib.runtime.resolve_device`.
         flip: insightface flip test, ``normalize(emb(x) + emb(x flipped left-right))``;
             ``False`` gives ``normalize(emb(x))``.
-        progress: show a tqdm bar; ``None`` shows it only on a terminal.
+        progress: show a progress bar; ``None`` leaves it to :func:`fkdlib.progress.progress_enabled`
+            (a terminal or an interactive notebook, never a papermill run).
 
     Returns:
         ``(N, D)`` float32 CPU tensor of unit rows, in data order.
@@ -97,8 +98,9 @@ def extract_embeddings(
     try:
         model.eval()
         model.to(target)
-        with torch.no_grad(), tqdm(total=len(data), desc="embedding", unit="img",
-                                   disable=None if progress is None else not progress) as bar:
+        shown = {} if progress is None else {"disable": not progress}
+        with torch.no_grad(), progress_bar(total=len(data), desc="embedding", unit="img",
+                                           **shown) as bar:
             for images in _batches(data, batch_size):
                 images = images.to(target, dtype=torch.float32)
                 count = images.shape[0]

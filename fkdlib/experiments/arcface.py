@@ -16,6 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.patheffects import withStroke
+from matplotlib.ticker import MaxNLocator
 
 from ..evaluation import project
 from ..evaluation.similarity import mean_positive_similarity
@@ -30,7 +33,8 @@ from ..errors import DataUnavailable
 from ..evaluation.benchmark import (
     PROTOCOL_LABELS, Evaluation, FaceBenchmark, evaluate_seeds, identity_sample_rows,
     summary_table, synthface_data_spec)
-from ..zoo import DEFAULT_CACHE_DIR, TrainedModel, get_or_train, train_seeds, training_spec
+from ..zoo import (DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train, train_seeds,
+                   training_spec)
 
 Runs = Sequence[Evaluation]
 
@@ -55,14 +59,54 @@ ANGLES_UNAVAILABLE = ("θ_y is recorded during training only on SynthFace (the m
                       "its in-memory training images); not recorded on this data")
 
 
-def specs(bench: FaceBenchmark) -> dict:
-    """One :class:`~fkdlib.zoo.ModelSpec` per loss, identical but for the head. On SynthFace
-    each records θ_y of a fixed sample of training images every epoch (the ``target_angles``
-    monitor, which samples the in-memory SynthFace images; not on real data)."""
+# Softmax pre-training, then the loss: margin heads trained from scratch at s = 64 stall at
+# this scale (measured at the default profile: ArcFace, SphereFace and CM fit 56-74% of their
+# training images, two class weights end at cosine 1.000 and the test embeddings keep 2.6-3.2
+# effective dimensions; CosFace and Norm-Softmax converge). The established remedy is to start
+# the margin from a softmax-trained network (SphereFace anneals from softmax; insightface's
+# early recipes pre-trained with softmax for large margins). It is applied to every loss alike,
+# Softmax included, so all six share one start and one total budget: the profile's epochs,
+# split between the shared pre-training and the loss's own training.
+PRETRAIN_FRACTION = 0.5
+SCRATCH = "ArcFace from scratch"
+
+
+def schedule(epochs: int) -> tuple[int, int]:
+    """``(pre-training epochs, the loss's own epochs)`` for a budget of ``epochs``: half each
+    (:data:`PRETRAIN_FRACTION`), at least one epoch each."""
+    pretrain = max(1, round(epochs * PRETRAIN_FRACTION))
+    return pretrain, max(1, epochs - pretrain)
+
+
+def pretrain_spec(bench: FaceBenchmark) -> ModelSpec:
+    """The Softmax pre-training every loss starts from (one per training seed)."""
+    pretrain, _ = schedule(bench.profile.epochs)
+    return training_spec(bench, BACKBONE, "softmax", name="01_arcface/softmax pre-training",
+                         train_overrides={"epochs": pretrain})
+
+
+def specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
+    """One :class:`~fkdlib.zoo.ModelSpec` per loss, identical but for the head: each trains
+    from the shared Softmax pre-training (:func:`pretrain_spec`; a margin head starts from its
+    learnt class centres) for the rest of the profile's epochs. On SynthFace each records θ_y
+    of a fixed sample of training images every epoch (the ``target_angles`` monitor, which
+    samples the in-memory SynthFace images; not on real data)."""
     monitors = ("target_angles",) if bench.synthetic else ()
+    parent = pretrain_spec(bench)
+    _, own = schedule(bench.profile.epochs)
     return {name: training_spec(bench, BACKBONE, head, head_kwargs=kwargs,
-                                name=f"01_arcface/{name}", monitors=monitors)
+                                name=f"01_arcface/{name}", monitors=monitors,
+                                train_overrides={"epochs": own}, init_from=parent)
             for name, (head, kwargs) in LOSSES.items()}
+
+
+def scratch_spec(bench: FaceBenchmark) -> ModelSpec:
+    """ArcFace (s = 64, m = 0.5) trained from scratch for the profile's full budget: the
+    collapse the pre-training avoids, kept as a teaching example (first seed only)."""
+    head, kwargs = LOSSES["ArcFace"]
+    monitors = ("target_angles",) if bench.synthetic else ()
+    return training_spec(bench, BACKBONE, head, head_kwargs=kwargs,
+                         name="01_arcface/ArcFace", monitors=monitors)
 
 
 def train(bench: FaceBenchmark, device: str | torch.device = "cpu",
@@ -72,6 +116,13 @@ def train(bench: FaceBenchmark, device: str | torch.device = "cpu",
     training seed (the profile's ``seeds`` unless given): ``{loss: [seed 0, seed 1, ...]}``."""
     return train_seeds(specs(bench), seeds or bench.profile.seeds, cache_dir=cache_dir,
                        device=device, log=log, names=names)
+
+
+def train_scratch(bench: FaceBenchmark, device: str | torch.device = "cpu",
+                  cache_dir=DEFAULT_CACHE_DIR, log=print) -> dict[str, list[TrainedModel]]:
+    """``{"ArcFace from scratch": [seed 0]}`` (:func:`scratch_spec`)."""
+    return {SCRATCH: [get_or_train(scratch_spec(bench), cache_dir=cache_dir, device=device,
+                                   log=log)]}
 
 
 # every protocol of the benchmark for every run of every model: evaluate(models, bench, device)
@@ -272,24 +323,88 @@ def check_claims(evaluations: Mapping[str, Runs], models: Mapping[str, Sequence[
 # ----------------------------------------------------------------------------- figures
 
 
+# (line style, marker) of the target-logit curves, one per loss: identical curves (Softmax
+# and Norm-Softmax are both cos θ) and near-identical ones (ArcFace and CM between 30° and
+# 120°) stay told apart by dashes over a solid line, and by markers.
+_CURVE_STYLES = (("-", ""), ("--", ""), ("-.", ""), (":", ""), ("-", "o"), ("--", "s"))
+
+
+def _target_logit_formula(name: str) -> str | None:
+    """The target logit / s of loss ``name`` of :data:`LOSSES` as a formula of θ (None for a
+    name that is not there)."""
+    if name not in LOSSES:
+        return None
+    head, kwargs = LOSSES[name]
+    if head == "softmax":
+        return "cos θ  (‖W‖ = ‖x‖ = 1, b = 0)"
+    if head == "norm_softmax":
+        return "cos θ"
+    if head == "sphereface":
+        return f"ψ({kwargs['m']:g}θ)"
+    if head == "cosface":
+        return f"cos θ − {kwargs['m']:g}"
+    if head == "arcface":
+        return f"cos(θ + {kwargs['m']:g})"
+    m1 = "" if kwargs["m1"] == 1 else f"{kwargs['m1']:g}"
+    return f"ψ({m1}θ + {kwargs['m2']:g}) − {kwargs['m3']:g}"
+
+
 def target_logit_figure(curves: pd.DataFrame) -> Figure:
     """Target logit / s against θ_y (degrees) for every loss of ``curves``
-    (:func:`target_logit_curves`: a ``theta_deg`` column and one column per loss), each in its
-    method colour; mirrors the paper's Fig. 3 (target logit curves of the margin family)."""
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    for name in curves.columns.drop("theta_deg"):
-        ax.plot(curves.theta_deg, curves[name], label=name, color=figs.method_color(name))
-    ax.set(xlabel="θ_y (degrees)", ylabel="target logit / s", xlim=(0, 180),
-           title="Target logit curves")
-    ax.legend(fontsize=8)
+    (:func:`target_logit_curves`: a ``theta_deg`` column and one column per loss); mirrors the
+    paper's Fig. 3 (target logit curves of the margin family).
+
+    Each loss in its method colour and its own line style, labelled with its formula; a
+    curve equal to an earlier one is drawn dashed over it and says so in its label (Softmax,
+    at unit norms and zero bias, is Norm-Softmax's cos θ). ArcFace's step at θ = π − m is
+    annotated: there :class:`~fkdlib.heads.ArcFace` (``easy_margin=False``, insightface's
+    rule) switches from cos(θ + m), which would rise again past π, to cos θ − m·sin m, a
+    jump down from −1 to −cos m − m·sin m. A note says what ψ is (SphereFace's monotonic
+    extension of the cosine, which SphereFace and CM use past π: continuous, with a flat
+    point where their angle reaches π).
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+    names = list(curves.columns.drop("theta_deg"))
+    formulas = {name: _target_logit_formula(name) for name in names}
+    for index, name in enumerate(names):
+        values = curves[name].to_numpy(dtype=float)
+        same = [other for other in names[:index]
+                if np.allclose(curves[other].to_numpy(dtype=float), values)]
+        label = name + (f": {formulas[name]}" if formulas[name] else "") + \
+            (f"  (= {', '.join(same)})" if same else "")
+        linestyle, marker = _CURVE_STYLES[index % len(_CURVE_STYLES)]
+        # the first curve widest, so a later one drawn over it leaves it visible at the sides
+        ax.plot(curves.theta_deg, values, label=label, color=figs.method_color(name),
+                linestyle=linestyle, marker=marker, markersize=4.5,
+                markevery=max(1, len(values) // 12), linewidth=3.0 if index == 0 else 1.8)
+    if "ArcFace" in names and LOSSES["ArcFace"][0] == "arcface":
+        m = LOSSES["ArcFace"][1]["m"]
+        switch = np.degrees(np.pi - m)
+        below = -np.cos(m) - m * np.sin(m)
+        ax.annotate(f"ArcFace past θ = π − m = {switch:.0f}°: cos θ − m·sin m\n"
+                    f"(insightface's rule, easy_margin=False):\n"
+                    f"a step from −1 down to {below:.2f}".replace("-", "−"),
+                    xy=(switch, (below - 1) / 2), xytext=(140, -1.75), ha="right",
+                    va="center", fontsize=8.5,
+                    arrowprops={"arrowstyle": "->", "color": "0.3"})
+    if any("ψ" in (formula or "") for formula in formulas.values()):
+        ax.text(0.015, 0.03, "ψ(φ) = (−1)ᵏ cos φ − 2k on [kπ, (k+1)π]:\nSphereFace's "
+                "monotonic extension of cos φ\npast π (flat where φ reaches π)",
+                transform=ax.transAxes, fontsize=8.5, va="bottom")
+    ax.set(xlabel="θ_y, angle to the class centre (degrees)", ylabel="target logit / s",
+           xlim=(0, 180), xticks=np.arange(0, 181, 30),
+           title="Target logit curves of the margin family")
+    ax.legend(loc="upper right", fontsize=8.5)
     return fig
 
 
 def training_curves_figure(histories: Mapping[str, pd.DataFrame]) -> Figure:
-    """Training loss (log scale) and mean θ_y of the monitored training images per epoch,
-    one line per loss in its method colour, one legend; the training-time view of the
-    paper's Fig. 4 (θ_y shrinks as training goes on). Without a θ_y record (real data:
-    :data:`ANGLES_UNAVAILABLE`) the loss panel alone.
+    """Training loss and mean θ_y of the monitored training images per epoch, one line per
+    loss in its method colour, one legend; the training-time view of the paper's Fig. 4
+    (θ_y shrinks as training goes on). Without a θ_y record (real data:
+    :data:`ANGLES_UNAVAILABLE`) the loss panel alone. The loss (the epoch's mean
+    cross-entropy, in nats) is on a log axis with 1-2-5 labels when it spans a decade or more
+    (:func:`~fkdlib.report.figures.readable_y_scale`), else on a linear one.
 
     Args:
         histories: method -> its training history (``epoch``, ``loss``, ``theta_mean``).
@@ -303,18 +418,26 @@ def training_curves_figure(histories: Mapping[str, pd.DataFrame]) -> Figure:
         axes[0].plot(history.epoch, history.loss, label=name, color=color)
         if angles:
             axes[1].plot(history.epoch, history.theta_mean, label=name, color=color)
-    axes[0].set(xlabel="epoch", ylabel="training loss", yscale="log")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figs.readable_y_scale(axes[0], np.concatenate([h.loss.to_numpy(dtype=float)
+                                                   for h in histories.values()]),
+                          "training loss (nats, epoch mean)")
     if angles:
-        axes[1].set(xlabel="epoch", ylabel="mean θ_y on training images (°)")
-    axes[-1].legend(fontsize=7)
+        axes[1].set_ylabel("mean θ_y on training images (°)")
+    axes[-1].legend(fontsize=8)
     return fig
 
 
 def angle_histogram_figure(histories: Mapping[str, pd.DataFrame],
                            bins: Sequence[float] | np.ndarray | None = None) -> Figure:
     """Histograms of θ_y (degrees) of the monitored training images after the first epoch
-    (grey) and after the last (the method's colour), one panel per loss, three per row;
-    mirrors the paper's Fig. 4 (θ_y distributions at the start and the end of training).
+    (black outline) and after the last (filled, in the loss's colour), one panel per loss,
+    three per row, on shared axes (every loss monitors as many images), one legend for the
+    figure; mirrors the paper's Fig. 4 (θ_y distributions at the start and the end of
+    training). The first epoch is an outline, not a grey fill, so it stays distinct from
+    Softmax's grey.
 
     Args:
         histories: method -> its training history with the per-image ``theta_deg`` column
@@ -324,45 +447,88 @@ def angle_histogram_figure(histories: Mapping[str, pd.DataFrame],
     bins = np.linspace(0, 120, 61) if bins is None else np.asarray(bins, dtype=float)
     ncols = min(3, len(histories))
     nrows = -(-len(histories) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), sharex=True,
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows + 0.4), sharex=True,
+                             sharey=True, squeeze=False, layout="constrained")
     for ax in axes.flat[len(histories):]:
         ax.set_axis_off()
-    for ax, (name, history) in zip(axes.flat, histories.items()):
-        ax.hist(angles_from_history(history, 1), bins=bins, alpha=0.6, label="first epoch",
-                color="0.6")
-        ax.hist(angles_from_history(history, -1), bins=bins, alpha=0.7, label="last epoch",
-                color=figs.method_color(name))
-        ax.set(title=name, xlabel="θ_y (°)")
-    axes.flat[0].legend(fontsize=8)
+    for index, (ax, (name, history)) in enumerate(zip(axes.flat, histories.items())):
+        last, _ = np.histogram(angles_from_history(history, -1), bins=bins)
+        first, _ = np.histogram(angles_from_history(history, 1), bins=bins)
+        ax.stairs(last, bins, fill=True, alpha=0.8, color=figs.method_color(name),
+                  label="after the last epoch")
+        ax.stairs(first, bins, color="black", linewidth=1.3, label="after the first epoch")
+        ax.set_title(name)
+        if index >= len(histories) - ncols:  # the lowest panel of its column
+            ax.set_xlabel("θ_y (°)")
+            ax.xaxis.set_tick_params(labelbottom=True)
+        if index % ncols == 0:
+            ax.set_ylabel("training images")
+    fig.legend([Patch(facecolor="none", edgecolor="black", linewidth=1.3),
+                Patch(facecolor="0.55", alpha=0.8)],
+               ["after the first epoch", "after the last epoch (filled in the loss's colour)"],
+               loc="outside lower center", ncol=2, fontsize=10)
     return fig
+
+
+def toy_angle_summary(features: np.ndarray, labels: np.ndarray,
+                      class_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Angles (degrees) of a toy model: each point's angle to its own class centre (row
+    ``labels[i]`` of ``class_weights``), and the ``(classes, classes)`` matrix of angles
+    between class centres."""
+    directions = features / np.linalg.norm(features, axis=1, keepdims=True)
+    centres = class_weights / np.linalg.norm(class_weights, axis=1, keepdims=True)
+    own = np.degrees(np.arccos(np.clip(np.sum(directions * centres[labels], axis=1), -1, 1)))
+    return own, np.degrees(np.arccos(np.clip(centres @ centres.T, -1, 1)))
 
 
 def toy_embedding_figure(toy: Mapping[str, ToyEmbedding], raw: Sequence[str] = ("Softmax",)
                          ) -> Figure:
-    """The 2-D features of the toy models (:func:`toy_embeddings`) side by side, one colour per
-    identity and one legend, with a line from the origin towards each class centre (the head's
-    normalised weight). Models of ``raw`` are shown as they are (Softmax: radial wedges),
+    """The 2-D features of the toy models (:func:`toy_embeddings`) side by side, one colour
+    and marker per identity (:func:`~fkdlib.report.figures.label_styles`) and one legend,
+    with a line from the origin towards each class centre (the head's normalised weight) in
+    its class's colour. Models of ``raw`` are shown as they are (Softmax: radial wedges),
     the others L2-normalised (on the unit circle); mirrors the paper's 2-D toy example of
-    8 identities (the idea of its Fig. 1: a margin between classes on the hypersphere)."""
+    8 identities (the idea of its Fig. 1: a margin between classes on the hypersphere).
+
+    Under each panel, what it shows in numbers (:func:`toy_angle_summary`): the median and
+    90th percentile of the points' angles to their own class centre, and the pairs of class
+    centres closer than half the even spacing (180° / classes): classes that share one
+    direction, which no margin separates.
+    """
     points = {}
     for name, t in toy.items():
         xy = t.features if name in raw else \
             t.features / np.linalg.norm(t.features, axis=1, keepdims=True)
-        points[f"{name} (2-D features)"] = (xy, t.labels)
-    fig = figs.projection_grid(points, panel_size=(5, 4.8), legend=True, ticks=True)
+        kind = "raw" if name in raw else "L2-normalised"
+        points[f"{name} (2-D features, {kind})"] = (xy, t.labels)
+    fig = figs.projection_grid(points, panel_size=(5, 5.2), legend="identity", ticks=True)
     for ax, t, (xy, _) in zip(fig.axes, toy.values(), points.values()):
         radius = np.abs(xy).max()
-        for w in t.class_weights:
+        styles = figs.label_styles(len(t.class_weights))
+        for (color, _marker), w in zip(styles, t.class_weights):
             w = w / np.linalg.norm(w) * radius
-            ax.plot([0, w[0]], [0, w[1]], color="0.3", lw=0.8)
+            # a thin dark outline keeps the yellow and sky-blue centres visible on white
+            ax.plot([0, w[0]], [0, w[1]], color=color, lw=1.3,
+                    path_effects=[withStroke(linewidth=2.1, foreground="0.25")])
+        own, between = toy_angle_summary(t.features, t.labels, t.class_weights)
+        half = 180.0 / len(between)
+        close = [f"{a}–{b}" for a, b in zip(*np.triu_indices(len(between), 1))
+                 if between[a, b] < half]
+        ax.set_xlabel(
+            f"angle to own class centre: median {np.median(own):.0f}°, "
+            f"90% of points within {np.percentile(own, 90):.0f}°\n"
+            + (f"centres closer than {half:g}°: {', '.join(close)}" if close else
+               f"every two centres at least {half:g}° apart"), fontsize=9.5)
     return fig
 
 
 def similarity_figure(evaluations: Mapping[str, Evaluation], protocol: str = "ijb") -> Figure:
     """Positive- and negative-pair cosine similarity densities on the ``protocol`` list, one
-    panel per loss (three per row), means as vertical lines; mirrors the paper's Fig. 7
-    (ArcFace moves positive pairs up and negative pairs down compared with Softmax)."""
+    panel per loss (three per row) on shared axes (a log density axis, so the sharp positive
+    peaks and the broad negatives are both readable:
+    :func:`~fkdlib.report.figures.similarity_grid`), means as vertical lines, one legend;
+    mirrors the paper's Fig. 7 (ArcFace moves positive pairs up and negative pairs down
+    compared with Softmax)."""
     return figs.similarity_grid(
         {name: {name: (ev.positives(protocol), ev.negatives(protocol))}
          for name, ev in evaluations.items()})
@@ -391,11 +557,12 @@ def projection_figure(evaluations: Mapping[str, Evaluation], metadata: pd.DataFr
               (project(evaluations[name].embeddings["test"][rows], method=method,
                        random_state=seed), labels)
               for method in methods for name in names}
-    return figs.projection_grid(points, ncols=len(names), panel_size=(5, 4.5), legend=True)
+    return figs.projection_grid(points, ncols=len(names), panel_size=(5, 4.5), legend="identity")
 
 
 __all__ = ["LOSSES", "MARGINS", "angle_histogram_figure",
            "angle_statistics", "check_claims", "claim_tests", "claims", "evaluate",
            "paper_comparison", "projection_figure", "roc_figure", "similarity_figure", "specs",
            "tar_comparison", "target_angles", "target_logit_curves", "target_logit_figure",
-           "toy_embedding_figure", "toy_embeddings", "train", "training_curves_figure"]
+           "toy_angle_summary", "toy_embedding_figure", "toy_embeddings", "train",
+           "training_curves_figure"]

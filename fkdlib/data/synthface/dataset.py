@@ -9,8 +9,8 @@ draws a second disjoint set from a split (unlabelled data, distractors).
 ``metadata`` is computed from the first draws of each sample's random streams, without
 rendering. Pixels are rendered on first use (``images_u8()`` or indexing), all at once, in
 chunks (spread over ``torch.get_num_threads()`` workers, forked processes on Linux), with a
-tqdm progress bar on a terminal. Call ``images_u8()`` before handing the dataset to a
-multi-worker ``DataLoader`` so that workers share the rendered arrays.
+progress bar where someone watches (:mod:`fkdlib.progress`). Call ``images_u8()`` before
+handing the dataset to a multi-worker ``DataLoader`` so that workers share the rendered arrays.
 
 Cache format
 ------------
@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ...errors import ConfigError
 from ...io import atomic_open, atomic_write_json, sha256_file
+from ...progress import progress
 from . import params as P
 from . import render as R
 
@@ -204,9 +204,9 @@ class SynthFace(torch.utils.data.Dataset):
         group = R.default_chunk_size(self.resolution) * 4
         parts: dict[str, list[np.ndarray]] = {name: [] for name in ARRAY_NAMES}
         keys = [(label, i) for label in range(self.num_identities) for i in range(n_img)]
-        with R.kept_workers(), tqdm(total=len(keys),
-                                    desc=f"SynthFace {self.split} {self.resolution}px",
-                                    unit="img", disable=None) as bar:
+        with R.kept_workers(), progress(total=len(keys),
+                                        desc=f"SynthFace {self.split} {self.resolution}px",
+                                        unit="img") as bar:
             for start in range(0, len(keys), group):
                 batch = keys[start:start + group]
                 ids, nuisances = [], []
