@@ -143,3 +143,14 @@ def test_ablation_figure_keeps_the_variants_readable_beside_a_distant_teacher():
     assert low < 0.0965 < high and len(bottom_left.texts) == 0
     above = exp.ablation_figure(_ablation_table(teacher_pos=0.95, teacher_tar=0.2))
     assert [t.get_text() for t in above.axes[2].texts] == ["Teacher 0.200 ↑"]
+
+
+def test_ablation_figure_with_an_unmeasured_tar_row_still_draws():
+    """At the smoke profile TAR@1e-3 can be unreportable (NaN) for every variant: the figure
+    scales the similarity row and leaves the empty TAR row alone instead of failing."""
+    table = _ablation_table(teacher_pos=0.88, teacher_tar=float("nan"))
+    table["TAR@1e-3"] = float("nan")
+    fig = exp.ablation_figure(table)
+    low, high = fig.axes[0].get_ylim()
+    assert np.isfinite([low, high]).all() and low < 0.910 < 0.918 < high
+    fig.clear()

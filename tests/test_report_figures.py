@@ -87,9 +87,11 @@ def test_saved_files_are_byte_identical(tmp_path):
     png, pdf, svg = first
     assert b"CreationDate" not in pdf and b"ModDate" not in pdf
     assert b"<dc:date>" not in svg
-    # outside the fkdlib style too: save_figure salts the SVG ids itself
-    assert matplotlib.rcParams["svg.hashsalt"] is None
-    assert _save_busy(tmp_path / "c") == _save_busy(tmp_path / "d")
+    # outside the fkdlib style too (matplotlib's defaults, whatever an earlier test applied):
+    # save_figure salts the SVG ids itself
+    with matplotlib.rc_context(matplotlib.rcParamsDefault):
+        assert matplotlib.rcParams["svg.hashsalt"] is None
+        assert _save_busy(tmp_path / "c") == _save_busy(tmp_path / "d")
 
 
 def test_saved_files_are_the_same_in_another_process(tmp_path):

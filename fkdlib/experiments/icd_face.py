@@ -497,7 +497,11 @@ def ablation_figure(table: pd.DataFrame) -> Figure:
             ax.set_xticks(xs, [f"{v:g}" for v in xs])
             ax.minorticks_off()
             ax.set(xlabel=label, ylabel=name if col == 0 else None)
-        low, high = np.nanmin(spanned), np.nanmax(spanned)
+        finite = np.asarray(spanned, dtype=float)
+        finite = finite[np.isfinite(finite)]
+        if finite.size == 0:  # nothing measured on this row (e.g. TAR below its reportable FAR)
+            continue
+        low, high = finite.min(), finite.max()
         pad = 0.12 * (high - low) if high > low else 0.01 * max(abs(high), 1e-3)
         axes[row, 0].set_ylim(low - pad, high + pad)
         if TEACHER in references.index:
