@@ -237,16 +237,21 @@ def test_embedding_2d_draws_eight_labels_in_eight_colours_and_markers():
     assert len(ax.get_legend().get_texts()) == 8
 
 
+def _shown_y_labels(ax) -> list[str]:
+    """The y tick labels a reader sees: drawn, inside the axis limits, not empty."""
+    ax.figure.canvas.draw()
+    low, high = ax.get_ylim()
+    return [t.get_text() for t in ax.get_yticklabels()
+            if low <= t.get_position()[1] <= high and t.get_text()]
+
+
 def test_readable_y_scale_linear_for_a_short_range():
     fig, ax = plt.subplots()
     values = np.array([39.0, 33.0, 29.5, 27.5, 22.0])
     ax.plot(values)
     assert readable_y_scale(ax, values, "training loss") == "linear"
     assert ax.get_yscale() == "linear" and ax.get_ylabel() == "training loss"
-    fig.canvas.draw()
-    low, high = ax.get_ylim()
-    shown = [t for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high]
-    assert len(shown) >= 4
+    assert len(_shown_y_labels(ax)) >= 4
 
 
 def test_readable_y_scale_log_with_plain_labels_at_1_2_5():
@@ -255,11 +260,7 @@ def test_readable_y_scale_log_with_plain_labels_at_1_2_5():
     ax.plot(values)
     assert readable_y_scale(ax, values, "training loss") == "log"
     assert ax.get_yscale() == "log" and ax.get_ylabel() == "training loss, log scale"
-    fig.canvas.draw()
-    low, high = ax.get_ylim()
-    labels = [t.get_text() for t in ax.get_yticklabels()
-              if low <= t.get_position()[1] <= high and t.get_text()]
-    assert labels == ["1", "2", "5", "10", "20", "50"]
+    assert _shown_y_labels(ax) == ["1", "2", "5", "10", "20", "50"]
     # a range of less than a decade, or a value <= 0, stays linear
     assert readable_y_scale(ax, [3.0, 29.0], "x") == "linear"
     assert readable_y_scale(ax, [0.0, 100.0], "x") == "linear"
