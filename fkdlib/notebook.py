@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from .report.claims import save_claims
 from .report.figures import save_figure, use_style
 from .report.results import save_table
 from .runtime import configure, provenance
+from .zoo import ModelSpec, TrainedModel
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
@@ -56,6 +58,7 @@ class NotebookContext:
     cache_dir: Path
     eval_sets: str = ""
     started: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)  # wall clock, to compare file times
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -93,12 +96,60 @@ class NotebookContext:
         return provenance(self.device, notebook=self.name, profile=self.profile.to_dict(),
                           seed=self.seed, data=self.data, eval_sets=self.eval_sets, **extra)
 
-    def finish(self) -> dict[str, Any]:
-        """Write ``provenance.json`` with the total runtime and the per-stage timings."""
+    def finish(self, *models: Mapping[str, Any]) -> dict[str, Any]:
+        """Write ``provenance.json`` with the total runtime, the per-stage timings and, given
+        the notebook's trained models (``{name: [model per seed]}`` dicts), what training them
+        cost (:func:`training_cost`): the reproduction report derives the cold runtime from
+        it."""
+        extra = {}
+        if models:
+            trained = [model for group in models for runs in group.values()
+                       for model in (runs if isinstance(runs, Sequence) else [runs])]
+            extra["zoo"] = training_cost(trained, self.cache_dir, since=self.started_at)
         record = self.provenance(runtime_s=round(time.perf_counter() - self.started, 1),
-                                 timings_s={k: round(v, 1) for k, v in self.timings.items()})
+                                 timings_s={k: round(v, 1) for k, v in self.timings.items()},
+                                 **extra)
         atomic_write_json(self.results_dir / "provenance.json", record)
         return record
+
+
+def _made_from(spec: ModelSpec) -> Iterator[ModelSpec]:
+    """``spec`` and every model it was made from: its ``init_from`` parent and its
+    distillation teacher, recursively."""
+    yield spec
+    if spec.init_from is not None:
+        yield from _made_from(spec.init_from)
+    teacher = spec.method_kwargs.get("teacher")
+    if teacher:
+        yield from _made_from(ModelSpec.from_dict(teacher))
+
+
+def training_cost(models: Iterable[TrainedModel], cache_dir: str | os.PathLike,
+                  since: float) -> dict[str, Any]:
+    """What training ``models`` cost, as the model zoo recorded it: each model and the models
+    it was made from (parents, teachers), counted once, with the wall-clock seconds of their
+    training epochs (``history.csv``). ``trained_now`` counts those whose zoo entry was
+    written after ``since`` (a :func:`time.time` value: the start of this run).
+
+    A notebook's cold runtime (empty zoo) is then its runtime less this run's training plus
+    all of it: ``runtime_s - trained_now_s + training_s``.
+    """
+    specs = {spec.key: spec for model in models for spec in _made_from(model.spec)}
+    total = now = 0.0
+    trained_now = 0
+    for key in specs:
+        entry = Path(cache_dir) / key
+        try:
+            seconds = float(pd.read_csv(entry / "history.csv")["time_s"].sum())
+            written = (entry / "manifest.json").stat().st_mtime
+        except (OSError, KeyError, ValueError, pd.errors.EmptyDataError):
+            continue  # not in this zoo (e.g. a model loaded from elsewhere): no cost known
+        total += seconds
+        if written >= since:
+            trained_now += 1
+            now += seconds
+    return {"models": len(specs), "training_s": round(total, 1), "trained_now": trained_now,
+            "trained_now_s": round(now, 1)}
 
 
 @dataclass(frozen=True)

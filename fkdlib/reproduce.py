@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -379,15 +379,46 @@ def write_claims_report(results_dir: Path, names: Sequence[str], profile: str) -
     return path
 
 
+def _zoo_cost(results_dir: Path, name: str) -> dict[str, Any] | None:
+    """The ``zoo`` block of a notebook's ``provenance.json`` (what training its models cost,
+    :func:`fkdlib.notebook.training_cost`), if it recorded one."""
+    try:
+        record = json.loads((results_dir / name / "provenance.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    zoo = record.get("zoo") if isinstance(record, dict) else None
+    return zoo if isinstance(zoo, dict) else None
+
+
+def runtime_columns(run: NotebookRun, zoo: Mapping[str, Any] | None) -> tuple[str, str, str]:
+    """``(models trained in this run, warm runtime, cold runtime)`` as the report prints them.
+
+    The run's own runtime is the warm one when it trained nothing; the cold one (an empty
+    zoo) is the runtime less this run's training plus the recorded training of every model the
+    notebook uses, parents and teachers included (each measured when it was trained)."""
+    if run.status != "ok" or zoo is None:
+        return "", "", ""
+    warm = f"{run.runtime_s:.0f}" if zoo["trained_now"] == 0 else ""
+    cold = run.runtime_s - zoo["trained_now_s"] + zoo["training_s"]
+    return f"{zoo['trained_now']} of {zoo['models']}", warm, f"{cold:.0f}"
+
+
 def write_run_report(results_dir: Path, figures_dir: Path, runs: Sequence[NotebookRun],
                      profile: str) -> Path:
-    """``REPORT.md``: per notebook its status, runtime, tables and links to figures."""
+    """``REPORT.md``: per notebook its status, runtime (and, where the notebook recorded its
+    models' training cost, the warm and cold runtimes), tables and links to figures."""
     lines = [f"# Reproduction report (profile `{profile}`)", "",
-             "| notebook | status | runtime (s) | failing cell | error |", "|---|---|---|---|---|"]
+             "| notebook | status | runtime (s) | models trained in this run | warm runtime (s) "
+             "| cold runtime (s) | failing cell | error |", "|---|---|---|---|---|---|---|---|"]
     for run in runs:
-        lines.append(f"| {run.name} | {run.status} | {run.runtime_s:.1f} | "
-                     f"{'' if run.failing_cell is None else run.failing_cell} | "
+        trained, warm, cold = runtime_columns(run, _zoo_cost(results_dir, run.name))
+        lines.append(f"| {run.name} | {run.status} | {run.runtime_s:.1f} | {trained} | {warm} "
+                     f"| {cold} | {'' if run.failing_cell is None else run.failing_cell} | "
                      f"{(run.error or '').replace('|', '/')} |")
+    lines += ["", "Warm: every model in the zoo (the run only evaluates). Cold: an empty zoo, "
+              "computed as the runtime less this run's training plus the training time every "
+              "model of the notebook took when it was trained (parents and teachers included, "
+              "on whatever else the machine was doing then)."]
     for run in runs:
         lines += ["", f"## {run.name}", "", f"Status: **{run.status}**, {run.runtime_s:.1f} s. "
                   f"Executed notebook: `{os.path.relpath(run.output_notebook, results_dir)}`."]

@@ -42,4 +42,6 @@ def test_notebook_01_runs_on_the_smoke_profile(smoke_notebook, tmp_path):
             assert (tmp_path / "figures" / "01_arcface" / f"{figure}.{ext}").exists()
     provenance = json.loads((results / "provenance.json").read_text())
     assert provenance["profile"]["name"] == "smoke" and provenance["runtime_s"] > 0
+    # six losses, their shared pre-training and ArcFace from scratch; one seed at smoke
+    assert provenance["zoo"]["models"] == 8 and provenance["zoo"]["training_s"] > 0
     assert "01_arcface" in (tmp_path / "results" / "CLAIMS.md").read_text()

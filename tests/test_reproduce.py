@@ -18,10 +18,13 @@ from fkdlib.cli import main
 from fkdlib.errors import ConfigError, FkdError, FolderInUse
 from fkdlib.lock import LOCK_NAME, folder_lock
 from fkdlib.reproduce import (
+    NotebookRun,
     discover_notebooks,
     notebook_hygiene_problems,
     reproduce,
     run_notebook,
+    runtime_columns,
+    write_run_report,
 )
 
 PARAMETERS = ('profile = "smoke"\nseed = 0\ndata = "synthface"\neval_sets = ""\noverrides = ""\n'
@@ -349,3 +352,22 @@ def test_bad_options_fail_before_any_notebook_runs(notebooks, tmp_path, options,
         reproduce("smoke", notebooks_dir=notebooks, results_dir=tmp_path / "r",
                   figures_dir=tmp_path / "f", log=said.append, **options)
     assert said == [] and not (tmp_path / "r").exists()
+
+
+def test_the_report_gives_warm_and_cold_runtimes_from_the_zoo_cost(tmp_path):
+    results = tmp_path / "results"
+    zoo = {"01_cold": {"models": 4, "training_s": 300.0, "trained_now": 3, "trained_now_s": 250.0},
+           "02_warm": {"models": 2, "training_s": 100.0, "trained_now": 0, "trained_now_s": 0.0}}
+    runs = []
+    for name, cost in zoo.items():
+        (results / name).mkdir(parents=True)
+        (results / name / "provenance.json").write_text(json.dumps({"zoo": cost}))
+        runs.append(NotebookRun(name, "ok", 400.0 if name == "01_cold" else 60.0,
+                                str(results / name / f"{name}.ipynb")))
+    runs.append(NotebookRun("03_no_record", "ok", 5.0, str(results / "03" / "03.ipynb")))
+    assert runtime_columns(runs[0], zoo["01_cold"]) == ("3 of 4", "", "450")
+    assert runtime_columns(runs[1], zoo["02_warm"]) == ("0 of 2", "60", "160")
+    report = write_run_report(results, tmp_path / "figures", runs, "default").read_text()
+    assert "| 01_cold | ok | 400.0 | 3 of 4 |  | 450 |" in report
+    assert "| 02_warm | ok | 60.0 | 0 of 2 | 60 | 160 |" in report
+    assert "| 03_no_record | ok | 5.0 |  |  |  |" in report
