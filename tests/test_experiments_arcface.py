@@ -28,6 +28,8 @@ def test_every_loss_starts_from_the_same_pretraining_with_the_same_budget(bench)
     for name, spec in specs.items():
         assert spec.init_from == parent
         assert parent.train["epochs"] + spec.train["epochs"] == bench.profile.epochs == 24
+        assert parent.train["lr"] == bench.profile.lr == 0.1
+        assert spec.train["lr"] == pytest.approx(0.01)  # fine-tuning at a tenth of the rate
         assert (spec.head, spec.head_kwargs) == (arcface.LOSSES[name][0], arcface.LOSSES[name][1])
         # identical but for the head (and the name)
         assert spec.replace(head="softmax", head_kwargs={}, name="") == \
