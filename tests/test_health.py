@@ -149,3 +149,21 @@ def test_the_health_figure_plots_every_run_against_the_gate():
     assert [t.get_text() for t in first.get_yticklabels()] == ["Softmax", "ArcFace"]
     with pytest.raises(ConfigError, match="lacks the columns"):
         plot_training_health(table.drop(columns="effective_dim"), gate)
+
+
+def test_the_health_figure_keeps_few_x_ticks_on_its_narrow_panels():
+    """In the fkdlib style a loss-drop panel spanning -0.12 to 0.05 got eight ticks whose
+    labels ran into each other; every panel keeps at most five."""
+    from fkdlib.report.figures import plot_training_health, style_context
+
+    base = {"train_top1": 0.97, "class_margin": 0.3, "max_weight_cosine": 0.5,
+            "effective_dim": 12.0, "final_loss_drop": 0.0}
+    drops = {("A", 0): -0.117, ("A", 1): 0.029, ("B", 0): 0.0, ("C", 0): 0.02, ("D", 0): -0.01,
+             ("E", 0): 0.0}
+    with style_context():
+        fig = plot_training_health(health_table({run: dict(base, final_loss_drop=drop)
+                                                 for run, drop in drops.items()}), HealthGate())
+        fig.canvas.draw()
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        assert len([x for x in ax.get_xticks() if low <= x <= high]) <= 5

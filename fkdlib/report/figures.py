@@ -604,6 +604,8 @@ def plot_training_health(table: Any, gate: Any, colors: Mapping[str, str] | None
                 ax.plot(value, row, "o", color=color, markersize=7,
                         markerfacecolor=color if healthy else "white")
         ax.set(xlabel=label)
+        # a few ticks: panels are narrow and small fractions print wide
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
         ax.grid(axis="y", visible=False)
     axes[0, 0].set_yticks(rows, models)
     axes[0, 0].set_ylim(len(models) - 0.5, -0.5)
