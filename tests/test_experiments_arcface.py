@@ -14,9 +14,9 @@ def bench():
     return face_benchmark(get_profile("default"), 0)
 
 
-@pytest.mark.parametrize("epochs, split", [(24, (12, 12)), (8, (4, 4)), (5, (2, 3)),
-                                           (2, (1, 1)), (1, (1, 1))])
-def test_the_budget_is_split_in_half_with_at_least_one_epoch_each(epochs, split):
+@pytest.mark.parametrize("epochs, split", [(24, (24, 12)), (8, (8, 4)), (5, (5, 2)),
+                                           (2, (2, 1)), (1, (1, 1))])
+def test_the_full_schedule_then_half_as_many_epochs_at_least_one(epochs, split):
     assert arcface.schedule(epochs) == split
 
 
@@ -27,7 +27,7 @@ def test_every_loss_starts_from_the_same_pretraining_with_the_same_budget(bench)
     assert parent.head == "softmax" and parent.init_from is None
     for name, spec in specs.items():
         assert spec.init_from == parent
-        assert parent.train["epochs"] + spec.train["epochs"] == bench.profile.epochs == 24
+        assert (parent.train["epochs"], spec.train["epochs"]) == (24, 12)
         assert parent.train["lr"] == bench.profile.lr == 0.1
         assert spec.train["lr"] == pytest.approx(0.01)  # fine-tuning at a tenth of the rate
         assert (spec.head, spec.head_kwargs) == (arcface.LOSSES[name][0], arcface.LOSSES[name][1])
