@@ -12,8 +12,12 @@ from PIL import Image
 from sklearn.datasets import fetch_lfw_pairs
 from test_formats_fixtures import face_like_image
 
+from fkdlib.data.formats import lfw_to_sklearn_cache, parse_lfw_pairs
 from fkdlib.data.formats.sklearn_lfw import (
+    LFW_IMAGE_SIZE,
+    LFW_MEAN_EYES,
     SQUARE_FACE_SLICE,
+    arcface_square_slice,
     LfwPairsSet,
     load_sklearn_lfw_pairs,
     write_sklearn_lfw_cache,
@@ -43,12 +47,22 @@ def cache(tmp_path):
     return home, faces
 
 
-def test_square_slice_is_centred_and_square():
+def test_square_slice_puts_lfw_mean_eyes_on_the_arcface_template():
     rows, cols = SQUARE_FACE_SLICE
-    assert (rows.start, rows.stop, cols.start, cols.stop) == (70, 195, 62, 187)
-    assert rows.stop - rows.start == cols.stop - cols.start == 125
-    # same column centre as scikit-learn's default slice (78:172), about the image centre
-    assert (cols.start + cols.stop) / 2 == (78 + 172) / 2 - 0.5
+    side = rows.stop - rows.start
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (51, 182, 59, 190)
+    assert cols.stop - cols.start == side and 0 <= min(rows.start, cols.start)
+    assert max(rows.stop, cols.stop) <= LFW_IMAGE_SIZE
+    # the mean eyes, cropped and resized to 112 (pixel centres at integers), land within
+    # half a pixel of the template's eye centres
+    scale = 112 / side
+    u = (LFW_MEAN_EYES[:, 0] - cols.start + 0.5) * scale - 0.5
+    v = (LFW_MEAN_EYES[:, 1] - rows.start + 0.5) * scale - 0.5
+    template = np.array([[38.2946, 51.6963], [73.5318, 51.5014]])  # insightface arcface_dst
+    assert np.abs(np.stack([u, v], 1) - template).max() < 0.5
+    # the crop is a function of the eyes: moved eyes move it
+    shifted = arcface_square_slice(LFW_MEAN_EYES + [10.0, -5.0])
+    assert (shifted[0].start, shifted[1].start) == (rows.start - 5, cols.start + 10)
 
 
 def test_writer_layout(cache):
@@ -59,7 +73,7 @@ def test_writer_layout(cache):
         assert files == [f"{name}_{i:04d}.jpg" for i in range(1, 5)]
     first = np.asarray(Image.open(lfw_home / "lfw_funneled" / NAMES[0] / f"{NAMES[0]}_0001.jpg"))
     assert first.shape == (250, 250, 3)
-    assert abs(float(first[:60].mean()) - 128) < 2  # grey canvas outside the face
+    assert abs(float(first[:SQUARE_FACE_SLICE[0].start].mean()) - 128) < 2  # grey canvas above the face
     text = (lfw_home / "pairs.txt").read_text()
     assert text.splitlines()[0] == f"{FOLDS}\t{PER_FOLD}"
     lines = read_pairs(lfw_home / "pairs.txt")
@@ -114,17 +128,18 @@ def test_round_trip_offline(cache):
 
 def test_sklearn_returns_floats_in_unit_range_losslessly(cache):
     """scikit-learn's pairs are float32 = uint8 / 255 (resize=1.0 leaves the crop untouched);
-    at resolution 125 the loader gives those pixels back exactly."""
+    at the crop's own size the loader gives those pixels back exactly."""
     home, _ = cache
+    side = SQUARE_FACE_SLICE[0].stop - SQUARE_FACE_SLICE[0].start
     bunch = fetch_lfw_pairs(subset="10_folds", color=True, funneled=True, resize=1.0,
                             slice_=SQUARE_FACE_SLICE, data_home=home, download_if_missing=False)
     assert bunch.pairs.dtype == np.float32
-    assert bunch.pairs.shape == (FOLDS * 2 * PER_FOLD, 2, 125, 125, 3)
+    assert bunch.pairs.shape == (FOLDS * 2 * PER_FOLD, 2, side, side, 3)
     assert 0.0 <= bunch.pairs.min() and bunch.pairs.max() <= 1.0
     scaled = bunch.pairs.astype(np.float64) * 255
     np.testing.assert_allclose(scaled, np.rint(scaled), atol=1e-3)
-    lfw = load_sklearn_lfw_pairs(125, data_home=home, download=False)
-    expected = np.rint(scaled).astype(np.uint8).reshape(-1, 125, 125, 3).transpose(0, 3, 1, 2)
+    lfw = load_sklearn_lfw_pairs(side, data_home=home, download=False)
+    expected = np.rint(scaled).astype(np.uint8).reshape(-1, side, side, 3).transpose(0, 3, 1, 2)
     assert torch.equal(lfw.images, torch.from_numpy(np.ascontiguousarray(expected)))
 
 
@@ -189,3 +204,119 @@ def test_writer_refuses_existing_cache(cache):
     home, faces = cache
     with pytest.raises(ConfigError, match="already holds"):
         write_sklearn_lfw_cache(home, faces, folds=FOLDS, pairs_per_fold=PER_FOLD)
+
+
+# --- lfw_to_sklearn_cache: an LFW folder and pairs.txt from elsewhere, installed ---------------
+
+def test_install_reads_back_like_the_source_cache(cache, tmp_path):
+    home, _ = cache
+    source = home / "lfw_home"
+    summary = lfw_to_sklearn_cache(source / "lfw_funneled", source / "pairs.txt",
+                                   tmp_path / "installed")
+    lfw_home = tmp_path / "installed" / "lfw_home"
+    assert summary.output == lfw_home and summary.pairs == FOLDS * 2 * PER_FOLD
+    assert summary.reencoded == 0
+    pairs = parse_lfw_pairs(source / "pairs.txt")
+    named = sorted({name for p in pairs for name in (p.name1, p.name2)})
+    # every image of each person a pair names (scikit-learn indexes the sorted folder)
+    assert summary.identities == len(named) and summary.images == 4 * len(named)
+    for name in named:  # JPEG bytes unchanged
+        folder = Path("lfw_funneled") / name
+        assert sorted(p.name for p in (lfw_home / folder).iterdir()) == sorted(
+            p.name for p in (source / folder).iterdir())
+        for path in (source / folder).iterdir():
+            assert (lfw_home / folder / path.name).read_bytes() == path.read_bytes()
+    assert (lfw_home / "pairs.txt").read_bytes() == (source / "pairs.txt").read_bytes()
+    body = (source / "pairs.txt").read_text().splitlines()[1:]
+    assert (lfw_home / "pairsDevTrain.txt").read_text().splitlines() == [
+        str(PER_FOLD), *body[:2 * PER_FOLD]]
+    assert (lfw_home / "pairsDevTest.txt").read_text().splitlines() == [
+        str(PER_FOLD), *body[-2 * PER_FOLD:]]
+    ours = load_sklearn_lfw_pairs(24, data_home=tmp_path / "installed", download=False)
+    theirs = load_sklearn_lfw_pairs(24, data_home=home, download=False)
+    assert torch.equal(ours.images, theirs.images)
+    assert ours.issame.tolist() == theirs.issame.tolist()
+    assert ours.identities.tolist() == theirs.identities.tolist()
+
+
+def test_install_copies_given_dev_pairs(cache, tmp_path):
+    home, _ = cache
+    source = home / "lfw_home"
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for filename, lines in (("pairsDevTrain.txt", ["1", f"{NAMES[0]}\t1\t2",
+                                                   f"{NAMES[0]}\t1\t{NAMES[1]}\t1"]),
+                            ("pairsDevTest.txt", ["1", f"{NAMES[1]}\t1\t2",
+                                                  f"{NAMES[1]}\t2\t{NAMES[2]}\t1"])):
+        (dev / filename).write_text("\n".join(lines) + "\n")
+    lfw_to_sklearn_cache(source / "lfw_funneled", source / "pairs.txt", tmp_path / "out",
+                         dev_pairs_dir=dev)
+    for filename in ("pairsDevTrain.txt", "pairsDevTest.txt"):
+        assert (tmp_path / "out" / "lfw_home" / filename).read_bytes() == (
+            dev / filename).read_bytes()
+
+
+def test_install_reencodes_png_as_jpeg(cache, tmp_path):
+    home, _ = cache
+    images = tmp_path / "images"
+    shutil.copytree(home / "lfw_home" / "lfw_funneled", images)
+    jpeg = images / NAMES[0] / f"{NAMES[0]}_0001.jpg"
+    pixels = np.asarray(Image.open(jpeg).convert("RGB"))
+    Image.fromarray(pixels).save(jpeg.with_suffix(".png"))
+    jpeg.unlink()
+    summary = lfw_to_sklearn_cache(images, home / "lfw_home" / "pairs.txt", tmp_path / "out")
+    assert summary.reencoded == 1
+    written = tmp_path / "out" / "lfw_home" / "lfw_funneled" / NAMES[0] / f"{NAMES[0]}_0001.jpg"
+    assert written.read_bytes()[:3] == b"\xff\xd8\xff"
+    again = np.asarray(Image.open(written).convert("RGB")).astype(int)
+    assert np.abs(again - pixels).mean() < 3  # JPEG at quality 95
+
+
+def test_install_refuses_wrong_size_and_writes_nothing(cache, tmp_path):
+    home, _ = cache
+    images = tmp_path / "images"
+    shutil.copytree(home / "lfw_home" / "lfw_funneled", images)
+    small = images / NAMES[0] / f"{NAMES[0]}_0002.jpg"
+    Image.open(small).resize((112, 112)).save(small)
+    with pytest.raises(DataFormatError, match=r"112 x 112 pixels.*250 x 250"):
+        lfw_to_sklearn_cache(images, home / "lfw_home" / "pairs.txt", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_install_refuses_gaps_in_numbering(cache, tmp_path):
+    home, _ = cache
+    images = tmp_path / "images"
+    shutil.copytree(home / "lfw_home" / "lfw_funneled", images)
+    for name in NAMES:  # a gap in every person's numbering: 0001 .. 0004, 0007
+        shutil.copy(images / name / f"{name}_0001.jpg", images / name / f"{name}_0007.jpg")
+    with pytest.raises(DataFormatError, match=r"without gaps"):
+        lfw_to_sklearn_cache(images, home / "lfw_home" / "pairs.txt", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_install_missing_image_and_existing_cache(cache, tmp_path):
+    home, _ = cache
+    images = tmp_path / "images"
+    shutil.copytree(home / "lfw_home" / "lfw_funneled", images)
+    shutil.rmtree(images / NAMES[0])
+    with pytest.raises(MissingDataError, match="images named by the pairs file are missing"):
+        lfw_to_sklearn_cache(images, home / "lfw_home" / "pairs.txt", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    source = home / "lfw_home"
+    with pytest.raises(ConfigError, match="not empty"):
+        lfw_to_sklearn_cache(source / "lfw_funneled", source / "pairs.txt", home)
+
+
+def test_fkd_convert_lfw2sklearn(cache, tmp_path, capsys):
+    from fkdlib.cli import main
+
+    home, _ = cache
+    source = home / "lfw_home"
+    assert main(["convert", "lfw2sklearn", str(source / "lfw_funneled"),
+                 str(source / "pairs.txt"), str(tmp_path / "installed")]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == (f"wrote {tmp_path / 'installed' / 'lfw_home'}: {4 * len(NAMES)} images, "
+                   f"{len(NAMES)} identities, {FOLDS * 2 * PER_FOLD} pairs")
+    assert main(["convert", "lfw2sklearn", str(source / "lfw_funneled"),
+                 str(source / "pairs.txt"), str(tmp_path / "installed")]) == 2  # not empty any more
+    assert "not empty" in capsys.readouterr().err

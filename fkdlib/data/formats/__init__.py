@@ -11,7 +11,14 @@
 """
 
 from .cifar import CIFARDataset, find_cifar_folder, python2_pickle, write_cifar
-from .convert import ConversionSummary, bin_to_folder, folder_to_rec, pairs_to_bin, rec_to_folder
+from .convert import (
+    ConversionSummary,
+    bin_to_folder,
+    folder_to_rec,
+    lfw_to_sklearn_cache,
+    pairs_to_bin,
+    rec_to_folder,
+)
 from .folders import (
     ImageFolderDataset,
     LfwPair,
@@ -68,6 +75,7 @@ __all__ = [
     "decode_rgb",
     "folder_to_rec",
     "lfw_image_path",
+    "lfw_to_sklearn_cache",
     "load_verification_bin",
     "pack_record",
     "pairs_to_bin",

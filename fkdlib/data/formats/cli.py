@@ -9,13 +9,14 @@ from .convert import (
     ConversionSummary,
     bin_to_folder,
     folder_to_rec,
+    lfw_to_sklearn_cache,
     pairs_to_bin,
     rec_to_folder,
 )
 
 
 def add_convert_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``fkd convert {folder2rec,rec2folder,pairs2bin,bin2folder}``."""
+    """Register ``fkd convert {folder2rec,rec2folder,pairs2bin,bin2folder,lfw2sklearn}``."""
     parser = subparsers.add_parser(
         "convert",
         help="convert between image folders, insightface .rec and verification .bin files",
@@ -66,6 +67,21 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     bin2folder.set_defaults(
         handler=_reporting(lambda args: bin_to_folder(args.bin_file, args.out_dir))
     )
+
+    lfw2sklearn = conversions.add_parser(
+        "lfw2sklearn", help="install LFW images and pairs.txt as scikit-learn's LFW cache "
+        "(offline --eval lfw)"
+    )
+    lfw2sklearn.add_argument("folder", help="LFW funneled or deep-funneled images: "
+                             "FOLDER/NAME/NAME_0001.jpg, 250 x 250")
+    lfw2sklearn.add_argument("pairs_file", help="LFW's pairs.txt (View 2, 10 folds)")
+    lfw2sklearn.add_argument("data_home", help="scikit-learn data folder to write lfw_home/ "
+                             "into (then set SCIKIT_LEARN_DATA to it)")
+    lfw2sklearn.add_argument("--dev-pairs-dir", default=None,
+                             help="folder with LFW's pairsDevTrain.txt and pairsDevTest.txt "
+                             "(default: written from the first and last fold of pairs.txt)")
+    lfw2sklearn.set_defaults(handler=_reporting(lambda args: lfw_to_sklearn_cache(
+        args.folder, args.pairs_file, args.data_home, args.dev_pairs_dir)))
     return parser
 
 

@@ -12,6 +12,8 @@ Output folder layouts:
   sorted folder names give back the labels, ``<key>`` the record key (8 digits).
 * ``bin_to_folder``: ``OUT/pair_<k>/0.<ext>`` and ``1.<ext>`` (``<k>`` zero-padded, 5 digits at
   least) plus ``OUT/issame.txt`` with one ``1`` (same person) or ``0`` per pair, in pair order.
+* ``lfw_to_sklearn_cache``: ``DATA_HOME/lfw_home/`` in scikit-learn's LFW cache layout (see
+  :mod:`.sklearn_lfw`), from an LFW folder and ``pairs.txt`` obtained some other way.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from pathlib import Path
 from ...errors import ConfigError, DataFormatError
 from ...io import new_folders
 from .folders import ImageFolderDataset, parse_lfw_pairs, resolve_lfw_pairs
-from .images import decode_rgb, encode_jpeg, encode_png, extension_for, sniff_format
+from .images import (
+    IMAGE_EXTENSIONS,
+    decode_rgb,
+    encode_jpeg,
+    encode_png,
+    extension_for,
+    sniff_format,
+)
+from .sklearn_lfw import LFW_IMAGE_SIZE
 from .recordio import RecordIODataset, RecordIOWriter, write_identity_records
 from .verification_bin import read_verification_bin, save_verification_bin
 
@@ -166,6 +176,88 @@ def bin_to_folder(bin_path: str | os.PathLike, out_dir: str | os.PathLike) -> Co
                 (folder / f"{side}{extensions[index]}").write_bytes(encoded[index])
         (staging / "issame.txt").write_text("".join(f"{int(same)}\n" for same in issame))
     return ConversionSummary(Path(out_dir), len(encoded), pairs=len(issame))
+
+
+def lfw_to_sklearn_cache(
+    folder: str | os.PathLike, pairs_file: str | os.PathLike, data_home: str | os.PathLike,
+    dev_pairs_dir: str | os.PathLike | None = None,
+) -> ConversionSummary:
+    """Install LFW View 2 into scikit-learn's cache layout, for offline ``--eval lfw``.
+
+    ``folder`` holds LFW's funneled (or deep-funneled) 250 x 250 images in their own layout
+    (``NAME/NAME_0001.jpg``) and ``pairs_file`` is LFW's ``pairs.txt``: every image of each person
+    its pairs name goes to ``DATA_HOME/lfw_home/lfw_funneled/`` (JPEG bytes unchanged, anything
+    else re-encoded as JPEG), beside a copy of ``pairs.txt``. scikit-learn finds image ``k`` of a
+    person as the ``k``-th file of the person's sorted folder, so a person's images must be
+    numbered ``0001`` to ``N`` without gaps, and nothing else is copied into the folder.
+    scikit-learn also checks that ``pairsDevTrain.txt`` and ``pairsDevTest.txt`` exist, though
+    its ``10_folds`` subset reads only ``pairs.txt``: they are copied from ``dev_pairs_dir``
+    when given, else written from the first and the last fold of ``pairs.txt`` (then only the
+    ``10_folds`` subset of that cache is LFW's). ``lfw_home`` must be new or empty.
+
+    Raises:
+        MissingDataError: a missing pairs file, folder or image named by a pair.
+        DataFormatError: a malformed pairs file, a person's images not numbered 1..N, an
+            undecodable image, or one that is not 250 x 250 (scikit-learn crops fixed rows
+            and columns of LFW's 250 x 250 images).
+    """
+    pairs = parse_lfw_pairs(pairs_file)
+    dev_files = {}
+    if dev_pairs_dir is not None:
+        for filename in ("pairsDevTrain.txt", "pairsDevTest.txt"):
+            parse_lfw_pairs(Path(dev_pairs_dir) / filename)
+            dev_files[filename] = (Path(dev_pairs_dir) / filename).read_bytes()
+    resolve_lfw_pairs(pairs, folder)  # every named image exists
+    images: dict[tuple[str, str], bytes] = {}
+    reencoded = 0
+    for name in sorted({name for pair in pairs for name in (pair.name1, pair.name2)}):
+        for index, path in enumerate(_numbered_lfw_images(Path(folder), name), start=1):
+            data = path.read_bytes()
+            pixels = decode_rgb(data, str(path))
+            if pixels.shape[:2] != (LFW_IMAGE_SIZE, LFW_IMAGE_SIZE):
+                raise DataFormatError(
+                    f"{path}: {pixels.shape[1]} x {pixels.shape[0]} pixels; scikit-learn crops "
+                    f"fixed rows and columns of LFW's {LFW_IMAGE_SIZE} x {LFW_IMAGE_SIZE} "
+                    "funneled images: use LFW's funneled or deep-funneled images as published"
+                )
+            if sniff_format(data) != "jpeg":
+                data = encode_jpeg(pixels)
+                reencoded += 1
+            images[(name, f"{name}_{index:04d}.jpg")] = data
+    pair_lines = Path(pairs_file).read_text(encoding="utf-8").splitlines()
+    if not dev_files:
+        per_fold = sum(pair.same for pair in pairs if pair.fold == 0)
+        body = [line for line in pair_lines[1:] if line.strip()]
+        dev_files = {"pairsDevTrain.txt": "\n".join([str(per_fold), *body[:2 * per_fold]]),
+                     "pairsDevTest.txt": "\n".join([str(per_fold), *body[-2 * per_fold:]])}
+        dev_files = {name: (text + "\n").encode() for name, text in dev_files.items()}
+    lfw_home = Path(data_home) / "lfw_home"
+    with _atomic_directory(lfw_home) as staging:
+        for (name, filename), data in images.items():
+            (staging / "lfw_funneled" / name).mkdir(parents=True, exist_ok=True)
+            (staging / "lfw_funneled" / name / filename).write_bytes(data)
+        (staging / "pairs.txt").write_bytes(Path(pairs_file).read_bytes())
+        for filename, data in dev_files.items():
+            (staging / filename).write_bytes(data)
+    return ConversionSummary(lfw_home, len(images),
+                             identities=len({name for name, _ in images}), pairs=len(pairs),
+                             reencoded=reencoded)
+
+
+def _numbered_lfw_images(folder: Path, name: str) -> list[Path]:
+    """``folder/name/name_0001.<ext>`` .. ``name_N.<ext>``, checked to be numbered without gaps."""
+    numbered: dict[int, Path] = {}
+    for path in (folder / name).iterdir():
+        stem, _, number = path.stem.rpartition("_")
+        if stem == name and number.isdigit() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            numbered[int(number)] = path
+    if sorted(numbered) != list(range(1, len(numbered) + 1)):
+        raise DataFormatError(
+            f"{folder / name}: images numbered {sorted(numbered)[:8]}...; scikit-learn finds "
+            f"image k of a person as the k-th file of the folder, so expected {name}_0001 to "
+            f"{name}_{len(numbered):04d} without gaps, as LFW publishes them"
+        )
+    return [numbered[k] for k in sorted(numbered)]
 
 
 @contextlib.contextmanager

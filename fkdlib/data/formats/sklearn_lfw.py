@@ -42,14 +42,37 @@ from ...io import atomic_write_bytes, atomic_write_text
 from .folders import parse_lfw_pairs
 from .images import encode_jpeg, hwc_to_chw_tensor
 
-# scikit-learn's default slice_ is rows 70:195, cols 78:172 of the 250 x 250 funneled image:
-# 125 x 94, narrow, made for its eigenfaces demo. Face models take square inputs, and squeezing
-# a 125 x 94 crop into a square would stretch every face sideways, so we keep the same rows and
-# widen the columns symmetrically about the same centre (column ~125) to 125: cols 62:187.
-# The crop is square, centred on the funneled face, and holds the whole face like the
-# 112 x 112 aligned crops face models are trained on.
-SQUARE_FACE_SLICE: tuple[slice, slice] = (slice(70, 195), slice(62, 187))
-"""``(rows, cols)`` crop of the 250 x 250 funneled LFW image passed to scikit-learn: 125 x 125."""
+LFW_MEAN_EYES = np.array([[104.33, 111.58], [145.51, 110.76]])
+"""Eye centres ``(x, y)`` of LFW's mean face in its 250 x 250 frame: the mean of 2,000
+deep-funneled images (every fifth in name order), each eye the darkest point of the averaged
+eye band, located to sub-pixel precision by a parabola through the darkest pixel and its
+neighbours. (Measured on the deep-funneled release, which puts faces in the same frame as the
+funneled one scikit-learn downloads.)"""
+
+
+def arcface_square_slice(eyes: np.ndarray) -> tuple[slice, slice]:
+    """The square ``(rows, cols)`` crop whose resize to 112 x 112 puts the two eye centres
+    ``eyes`` (``[[x, y], [x, y]]``, pixel centres at integers) on the eye centres of the ArcFace
+    template (scale and translation, rounded to whole pixels) - the framing every model here
+    is trained on, SynthFace's aligned crops included."""
+    from ..synthface.render import ARCFACE_TEMPLATE_112
+
+    template = ARCFACE_TEMPLATE_112[:2]
+    scale = np.linalg.norm(template[1] - template[0]) / np.linalg.norm(eyes[1] - eyes[0])
+    side = round(112 / scale)
+    scale = 112 / side
+    # pixel centres at integers: template u = (x - start + 0.5) * scale - 0.5
+    start = (eyes.mean(0) + 0.5) - (template.mean(0) + 0.5) / scale
+    cols, rows = (int(round(v)) for v in start)
+    return slice(rows, rows + side), slice(cols, cols + side)
+
+
+# scikit-learn's default slice_ (rows 70:195, cols 78:172) is a narrow face region made for its
+# eigenfaces demo; face models take square crops framed like the ArcFace template, so the crop
+# is the square that puts LFW's mean eyes on the template's eyes.
+SQUARE_FACE_SLICE: tuple[slice, slice] = arcface_square_slice(LFW_MEAN_EYES)
+"""``(rows, cols)`` crop of the 250 x 250 funneled LFW image passed to scikit-learn: rows
+51:182, cols 60:191 (131 x 131), LFW's mean eyes on the ArcFace template's."""
 
 LFW_IMAGE_SIZE = 250
 """Side of the funneled LFW images (and of the canvas :func:`write_sklearn_lfw_cache` uses)."""
@@ -143,7 +166,9 @@ def load_sklearn_lfw_pairs(
         identities=np.array([name for pair in records for name in (pair.name1, pair.name2)],
                             dtype=str),
         source=(f"{lfw_home} (scikit-learn fetch_lfw_pairs, subset='10_folds', funneled, "
-                f"crop rows 70:195 x cols 62:187 resized to {resolution}x{resolution})"),
+                f"crop rows {SQUARE_FACE_SLICE[0].start}:{SQUARE_FACE_SLICE[0].stop} x cols "
+                f"{SQUARE_FACE_SLICE[1].start}:{SQUARE_FACE_SLICE[1].stop} resized to "
+                f"{resolution}x{resolution})"),
     )
 
 
@@ -156,7 +181,7 @@ def write_sklearn_lfw_cache(
 ) -> Path:
     """Write a fake scikit-learn LFW cache (its own on-disk layout) from the given faces.
 
-    Each face (``(H, W, 3)`` or ``(H, W)`` uint8, any size) is resized to 125 x 125 and pasted
+    Each face (``(H, W, 3)`` or ``(H, W)`` uint8, any size) is resized to the crop's size and pasted
     into :data:`SQUARE_FACE_SLICE` of a grey 250 x 250 canvas, saved as JPEG at
     ``<data_home>/lfw_home/lfw_funneled/<name>/<name>_<i:04d>.jpg`` (``i`` from 1). ``pairs.txt``
     gets ``folds`` folds of ``pairs_per_fold`` matched then ``pairs_per_fold`` mismatched pairs,
@@ -227,7 +252,8 @@ def write_sklearn_lfw_cache(
 
 
 def _to_uint8_chw(pairs: np.ndarray, resolution: int, lfw_home: Path) -> torch.Tensor:
-    """scikit-learn's ``(N, 2, 125, 125, 3)`` float pairs -> ``(2N, 3, R, R)`` uint8."""
+    """scikit-learn's ``(N, 2, S, S, 3)`` float pairs (``S`` the crop's side) ->
+    ``(2N, 3, R, R)`` uint8."""
     if pairs.ndim != 5 or pairs.shape[1] != 2 or pairs.shape[4] != 3:
         raise DataFormatError(
             f"{lfw_home}: expected scikit-learn's colour pairs of shape (N, 2, H, W, 3), "
@@ -255,7 +281,7 @@ def _to_uint8_chw(pairs: np.ndarray, resolution: int, lfw_home: Path) -> torch.T
 
 
 def _on_canvas(face: np.ndarray, label: str) -> np.ndarray:
-    """A face resized to 125 x 125 and pasted into SQUARE_FACE_SLICE of a grey 250 x 250."""
+    """A face resized to the crop's size and pasted into SQUARE_FACE_SLICE of a grey 250 x 250."""
     face = np.asarray(face)
     if face.dtype != np.uint8 or not (face.ndim == 2 or (face.ndim == 3 and face.shape[2] == 3)) \
             or min(face.shape[:2]) == 0:
