@@ -256,10 +256,16 @@ def test_install_copies_given_dev_pairs(cache, tmp_path):
             dev / filename).read_bytes()
 
 
-def test_install_reencodes_png_as_jpeg(cache, tmp_path):
+@pytest.fixture
+def images(cache, tmp_path):
+    """A copy of the fake cache's LFW folder, to spoil."""
+    copy = tmp_path / "images"
+    shutil.copytree(cache[0] / "lfw_home" / "lfw_funneled", copy)
+    return copy
+
+
+def test_install_reencodes_png_as_jpeg(cache, images, tmp_path):
     home, _ = cache
-    images = tmp_path / "images"
-    shutil.copytree(home / "lfw_home" / "lfw_funneled", images)
     jpeg = images / NAMES[0] / f"{NAMES[0]}_0001.jpg"
     pixels = np.asarray(Image.open(jpeg).convert("RGB"))
     Image.fromarray(pixels).save(jpeg.with_suffix(".png"))
@@ -272,10 +278,8 @@ def test_install_reencodes_png_as_jpeg(cache, tmp_path):
     assert np.abs(again - pixels).mean() < 3  # JPEG at quality 95
 
 
-def test_install_refuses_wrong_size_and_writes_nothing(cache, tmp_path):
+def test_install_refuses_wrong_size_and_writes_nothing(cache, images, tmp_path):
     home, _ = cache
-    images = tmp_path / "images"
-    shutil.copytree(home / "lfw_home" / "lfw_funneled", images)
     small = images / NAMES[0] / f"{NAMES[0]}_0002.jpg"
     Image.open(small).resize((112, 112)).save(small)
     with pytest.raises(DataFormatError, match=r"112 x 112 pixels.*250 x 250"):
@@ -283,10 +287,8 @@ def test_install_refuses_wrong_size_and_writes_nothing(cache, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_install_refuses_gaps_in_numbering(cache, tmp_path):
+def test_install_refuses_gaps_in_numbering(cache, images, tmp_path):
     home, _ = cache
-    images = tmp_path / "images"
-    shutil.copytree(home / "lfw_home" / "lfw_funneled", images)
     for name in NAMES:  # a gap in every person's numbering: 0001 .. 0004, 0007
         shutil.copy(images / name / f"{name}_0001.jpg", images / name / f"{name}_0007.jpg")
     with pytest.raises(DataFormatError, match=r"without gaps"):
@@ -294,10 +296,8 @@ def test_install_refuses_gaps_in_numbering(cache, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_install_missing_image_and_existing_cache(cache, tmp_path):
+def test_install_missing_image_and_existing_cache(cache, images, tmp_path):
     home, _ = cache
-    images = tmp_path / "images"
-    shutil.copytree(home / "lfw_home" / "lfw_funneled", images)
     shutil.rmtree(images / NAMES[0])
     with pytest.raises(MissingDataError, match="images named by the pairs file are missing"):
         lfw_to_sklearn_cache(images, home / "lfw_home" / "pairs.txt", tmp_path / "out")
