@@ -37,8 +37,8 @@ from .images import (
     extension_for,
     sniff_format,
 )
-from .sklearn_lfw import LFW_IMAGE_SIZE
 from .recordio import RecordIODataset, RecordIOWriter, write_identity_records
+from .sklearn_lfw import LFW_IMAGE_SIZE
 from .verification_bin import read_verification_bin, save_verification_bin
 
 
@@ -208,39 +208,40 @@ def lfw_to_sklearn_cache(
             parse_lfw_pairs(Path(dev_pairs_dir) / filename)
             dev_files[filename] = (Path(dev_pairs_dir) / filename).read_bytes()
     resolve_lfw_pairs(pairs, folder)  # every named image exists
-    images: dict[tuple[str, str], bytes] = {}
-    reencoded = 0
-    for name in sorted({name for pair in pairs for name in (pair.name1, pair.name2)}):
-        for index, path in enumerate(_numbered_lfw_images(Path(folder), name), start=1):
-            data = path.read_bytes()
-            pixels = decode_rgb(data, str(path))
-            if pixels.shape[:2] != (LFW_IMAGE_SIZE, LFW_IMAGE_SIZE):
-                raise DataFormatError(
-                    f"{path}: {pixels.shape[1]} x {pixels.shape[0]} pixels; scikit-learn crops "
-                    f"fixed rows and columns of LFW's {LFW_IMAGE_SIZE} x {LFW_IMAGE_SIZE} "
-                    "funneled images: use LFW's funneled or deep-funneled images as published"
-                )
-            if sniff_format(data) != "jpeg":
-                data = encode_jpeg(pixels)
-                reencoded += 1
-            images[(name, f"{name}_{index:04d}.jpg")] = data
-    pair_lines = Path(pairs_file).read_text(encoding="utf-8").splitlines()
     if not dev_files:
         per_fold = sum(pair.same for pair in pairs if pair.fold == 0)
-        body = [line for line in pair_lines[1:] if line.strip()]
-        dev_files = {"pairsDevTrain.txt": "\n".join([str(per_fold), *body[:2 * per_fold]]),
-                     "pairsDevTest.txt": "\n".join([str(per_fold), *body[-2 * per_fold:]])}
-        dev_files = {name: (text + "\n").encode() for name, text in dev_files.items()}
+        lines = Path(pairs_file).read_text(encoding="utf-8").splitlines()
+        body = [line for line in lines[1:] if line.strip()]
+        dev_files = {name: "\n".join([str(per_fold), *part, ""]).encode() for name, part in (
+            ("pairsDevTrain.txt", body[:2 * per_fold]),
+            ("pairsDevTest.txt", body[-2 * per_fold:]))}
     lfw_home = Path(data_home) / "lfw_home"
+    names = sorted({name for pair in pairs for name in (pair.name1, pair.name2)})
+    written = reencoded = 0
+    # Written while checked: a refused image removes the staging folder, so nothing is left.
     with _atomic_directory(lfw_home) as staging:
-        for (name, filename), data in images.items():
-            (staging / "lfw_funneled" / name).mkdir(parents=True, exist_ok=True)
-            (staging / "lfw_funneled" / name / filename).write_bytes(data)
+        for name in names:
+            person = staging / "lfw_funneled" / name
+            person.mkdir(parents=True)
+            for index, path in enumerate(_numbered_lfw_images(Path(folder), name), start=1):
+                data = path.read_bytes()
+                pixels = decode_rgb(data, str(path))
+                if pixels.shape[:2] != (LFW_IMAGE_SIZE, LFW_IMAGE_SIZE):
+                    raise DataFormatError(
+                        f"{path}: {pixels.shape[1]} x {pixels.shape[0]} pixels; scikit-learn "
+                        f"crops fixed rows and columns of LFW's {LFW_IMAGE_SIZE} x "
+                        f"{LFW_IMAGE_SIZE} funneled images: use LFW's funneled or deep-funneled "
+                        "images as published"
+                    )
+                if sniff_format(data) != "jpeg":
+                    data = encode_jpeg(pixels)
+                    reencoded += 1
+                (person / f"{name}_{index:04d}.jpg").write_bytes(data)
+                written += 1
         (staging / "pairs.txt").write_bytes(Path(pairs_file).read_bytes())
         for filename, data in dev_files.items():
             (staging / filename).write_bytes(data)
-    return ConversionSummary(lfw_home, len(images),
-                             identities=len({name for name, _ in images}), pairs=len(pairs),
+    return ConversionSummary(lfw_home, written, identities=len(names), pairs=len(pairs),
                              reencoded=reencoded)
 
 
