@@ -195,3 +195,77 @@ def test_pose_rotations_follow_the_documented_directions():
         np.testing.assert_allclose(rot[0] @ rot[0].T, np.eye(3), atol=1e-15)
     a = np.random.default_rng(1).normal(size=(3, 3, 3))
     np.testing.assert_allclose(P.matmul3(a, a), a @ a, rtol=1e-12)
+
+
+# --- hair as a nuisance, and the renderer's ablation variants --------------------------------
+
+def _restyle_inputs(n: int, styles, genders, restyle, draws):
+    ident = P.stack_identities([P.sample_identity(0, g) for g in range(n)])
+    ident["hair_style"] = np.asarray(styles)
+    ident["gender"] = np.asarray(genders)
+    nuis = {"restyle": np.asarray(restyle, dtype=float), "restyle_draws": np.asarray(draws)}
+    return ident, nuis
+
+
+def test_restyle_keeps_or_redraws_the_hair_from_the_photo_draws():
+    receding = P.HAIR_STYLES.index("receding")
+    draws = [[0.05, 0.99, 0.5, 0.1], [0.95, 0.0, 0.0, 0.9], [0.5, 0.5, 0.5, 0.5],
+             [0.5, 0.5, 0.5, 0.5]]
+    ident, nuis = _restyle_inputs(4, [1, 2, receding, 1], [1, 0, 1, 0], [1, 1, 1, 0], draws)
+    out = P.restyled_hair(ident, nuis)
+    # a male restyle at u = 0.99 falls in the last style he can get (long: receding is out)
+    assert out["hair_style"][0] == P.HAIR_STYLES.index("long")
+    assert out["hair_style"][1] == P.HAIR_STYLES.index("shaved")  # u = 0 -> first style
+    assert out["hair_style"][2] == receding  # receding hair never grows back
+    np.testing.assert_array_equal(out["hair_rgb"][0], P.HAIR_COLOURS[0])
+    np.testing.assert_array_equal(out["hair_rgb"][1], P.HAIR_COLOURS[-1])
+    assert out["fringe"][0] == pytest.approx(0.5 + 0.5 * 0.1 / 0.3) and out["fringe"][1] == 0
+    assert out["hair_volume"][0] == pytest.approx(0.05 + 0.12 * 0.5 + 0.05)  # long: fuller
+    for name in ("hair_style", "hair_rgb", "hair_volume", "fringe"):  # no restyle: unchanged
+        np.testing.assert_array_equal(out[name][3], ident[name][3])
+    for name in ("skin_rgb", "brow_rgb", "inner_xy"):  # the face itself never changes
+        np.testing.assert_array_equal(out[name], ident[name])
+
+
+def test_restyled_styles_follow_the_gender_frequencies_without_receding():
+    n = 4000
+    rng = np.random.default_rng(0)
+    ident, nuis = _restyle_inputs(1, [1], [1], [1], [[0.5] * 4])
+    ident = {k: np.repeat(v, n, axis=0) for k, v in ident.items()}
+    nuis = {"restyle": np.ones(n), "restyle_draws": rng.random((n, 4))}
+    for gender in (0, 1):
+        ident["gender"] = np.full(n, gender)
+        styles = P.restyled_hair(ident, nuis)["hair_style"]
+        weights = P.HAIR_STYLE_WEIGHTS[gender].copy()
+        weights[P.HAIR_STYLES.index("receding")] = 0.0
+        expected = weights / weights.sum()
+        observed = np.bincount(styles, minlength=len(P.HAIR_STYLES)) / n
+        np.testing.assert_allclose(observed, expected, atol=0.03)
+
+
+def test_variants_switch_one_cue_each():
+    keys = [(g, i) for g in range(60) for i in range(5)]
+    for difficulty in ("easy", "medium", "hard"):
+        standard = np.array([P.sample_nuisance(0, "train", g, i, difficulty).restyle
+                             for g, i in keys])
+        fixed = [P.sample_nuisance(0, "train", g, i, difficulty, "hair_fixed").restyle
+                 for g, i in keys]
+        p = P.DIFFICULTIES[difficulty].p_restyle
+        assert abs(standard.mean() - p) < 0.07 and not any(fixed)
+    plain = P.sample_nuisance(0, "train", 3, 1, "medium")
+    flat = P.sample_nuisance(0, "train", 3, 1, "medium", "flat_shading")
+    assert flat.diffuse == 0.0
+    assert flat.ambient == pytest.approx(plain.ambient + 0.55 * plain.diffuse)
+    assert flat.yaw == plain.yaw and np.array_equal(flat.light, plain.light)
+    scalars = ("face_width", "face_length", "jaw_width", "cranium_height", "nose_length",
+               "nose_width", "nose_protrusion", "ear_size", "neck_width", "chin_width")
+    for g in range(5):
+        full, half = P.sample_identity(0, g), P.sample_identity(0, g, "half_geometry")
+        for name in scalars:  # every departure from the mean shape is halved
+            assert getattr(half, name) - 1.0 == pytest.approx(0.5 * (getattr(full, name) - 1.0))
+        assert half.skin_rgb.tolist() == full.skin_rgb.tolist()  # colours untouched
+        mean = P.sample_identity(0, g, P.Variant("mean", geometry=0.0))
+        assert all(getattr(mean, name) == 1.0 for name in scalars)
+        np.testing.assert_array_equal(mean.inner_xy, P.MEAN_INNER_XY)
+    with pytest.raises(ConfigError, match="valid variants are: standard, hair_fixed"):
+        P.get_variant("no_hair")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -127,8 +128,14 @@ def test_frontal_aligned_face_fits_the_template_and_the_frame():
     error = (out.landmarks5 - template).norm(dim=-1)
     assert error.mean() < 1.5 and error.max() < 3.0
     assert torch.all(out.visible68)
-    # Pixel centres are at integers, so the image spans [-0.5, 63.5].
-    assert torch.all((out.landmarks68 >= -0.5) & (out.landmarks68 <= 63.5))
+    # Pixel centres are at integers, so the image spans [-0.5, 63.5]. The chin lies about 1.6
+    # eye distances below the eyes, as on real faces, near the template's bottom edge: a long
+    # chin may pass it by a few pixels, as in insightface's own crops.
+    lm = out.landmarks68
+    assert torch.all((lm >= -0.5) & (lm[..., 0] <= 63.5)[..., None])
+    chin = list(range(6, 11))
+    others = [k for k in range(68) if k not in chin]
+    assert torch.all(lm[:, others, 1] <= 63.5) and torch.all(lm[:, chin, 1] <= 63.5 + 4.0)
 
 
 def test_far_side_landmarks_are_hidden_at_large_yaw():
@@ -243,3 +250,37 @@ def test_windows_mask_everything_outside_each_images_box():
     canvas.rgb.zero_()
     canvas.paint(win, torch.ones(2, 1, *win.shape), torch.ones(2, 3, 1, 1))
     assert canvas.rgb[0, 0].sum().item() == (9 - 2 + 1) * (6 - 3 + 1)
+
+
+def test_aligned_crops_keep_the_face_at_every_pose():
+    """Aligned crops keep the five-point template's scale and rotation fit but the frontal
+    scale, centred inside the head: at the hard preset's extreme poses the face's landmarks
+    stay in the frame (only a long chin may pass the template's bottom edge, as in
+    insightface's own crops)."""
+    poses = list(itertools.product((-90.0, -45.0, 0.0, 45.0, 90.0), (-55.0, 0.0, 55.0),
+                                   (-30.0, 0.0, 30.0)))
+    keys = [(g, 0) for g in range(4)]
+    ids, nus = [], []
+    for g, _ in keys:
+        for yaw, pitch, roll in poses:
+            ident, nuis = _samples([(g, 0)], "hard", yaw=yaw, pitch=pitch, roll=roll)
+            ids += ident
+            nus += nuis
+    lm = R.render(ids, nus, 64, aligned=True).landmarks68
+    inside = ((lm >= -0.5) & (lm <= 63.5)).all(-1).float().mean(1)
+    assert inside.min() >= 0.93 and inside.mean() >= 0.99
+    # the scale is the frontal one whatever the pose
+    frontal = R.build_scene(ids[:1], [dataclasses.replace(nus[0], yaw=0.0, pitch=0.0)], 64,
+                            aligned=True).scale
+    turned = R.build_scene(ids[:len(poses)], nus[:len(poses)], 64, aligned=True).scale
+    np.testing.assert_allclose(turned, frontal[0], rtol=1e-12)
+
+
+def test_relief_dome_is_one_at_the_centre_and_flat_at_the_outline():
+    sphere = P.Ellipsoids.from_axes(np.array([[15.5, 15.5, 0.0]]), np.array([[8.0, 8.0, 8.0]]))
+    canvas = R._Canvas(1, 32)
+    win = canvas.window(np.array([0]), np.array([[0.0, 0.0, 31.0, 31.0]]))
+    dome = R._dome(win, sphere, np.array([0]))[0, 0]
+    r = torch.sqrt((win.gx[0, 0] - 15.5) ** 2 + (win.gy[0, 0] - 15.5) ** 2)
+    expected = (1.0 - (r / 8.0) ** 2).clamp(min=0.0) ** 2
+    torch.testing.assert_close(dome, expected.expand_as(dome), atol=1e-5, rtol=0)

@@ -73,6 +73,8 @@ class SynthFace(torch.utils.data.Dataset):
         cache_dir: folder for rendered arrays.
         use_cache: read and write the cache; False always renders and writes nothing.
         identity_offset: skip this many identities of the split, to draw a disjoint set.
+        variant: ``"standard"``, or a renderer ablation of :data:`~.params.VARIANTS`
+            (``"hair_fixed"``, ``"half_geometry"``, ``"flat_shading"``).
 
     Items are dicts: ``image`` float32 (3, H, W) in [-1, 1] computed as
     (u8 / 255 - 0.5) / 0.5, ``identity`` (label), ``global_identity``, ``attributes`` (dict of
@@ -83,7 +85,7 @@ class SynthFace(torch.utils.data.Dataset):
     def __init__(self, split: str, num_identities: int, images_per_identity: int,
                  resolution: int, seed: int = 0, difficulty: str = "medium",
                  aligned: bool = True, cache_dir: str | Path = "data/cache",
-                 use_cache: bool = True, identity_offset: int = 0):
+                 use_cache: bool = True, identity_offset: int = 0, variant: str = "standard"):
         P.split_code(split)
         self.split = split
         self.num_identities = _positive_int("num_identities", num_identities)
@@ -92,6 +94,7 @@ class SynthFace(torch.utils.data.Dataset):
         self.seed = _positive_int("seed", seed, minimum=0)
         self.difficulty = P.get_difficulty(difficulty).name
         self.aligned = bool(aligned)
+        self.variant = P.get_variant(variant).name
         self.identity_offset = _positive_int("identity_offset", identity_offset, minimum=0)
         if self.identity_offset + self.num_identities > P.IDENTITIES_PER_SPLIT:
             raise ConfigError(
@@ -123,7 +126,7 @@ class SynthFace(torch.utils.data.Dataset):
             "split": self.split, "num_identities": self.num_identities,
             "images_per_identity": self.images_per_identity, "resolution": self.resolution,
             "seed": self.seed, "difficulty": self.difficulty, "aligned": self.aligned,
-            "identity_offset": self.identity_offset,
+            "identity_offset": self.identity_offset, "variant": self.variant,
         }
 
     def cache_key(self) -> str:
@@ -214,10 +217,10 @@ class SynthFace(torch.utils.data.Dataset):
                 for label, i in batch:
                     g = self.global_identity(label)
                     if g not in identities:
-                        identities[g] = P.sample_identity(self.seed, g)
+                        identities[g] = P.sample_identity(self.seed, g, self.variant)
                     ids.append(identities[g])
                     nuisances.append(P.sample_nuisance(self.seed, self.split, g, i,
-                                                       self.difficulty))
+                                                       self.difficulty, self.variant))
                 out = R.render(ids, nuisances, self.resolution, self.aligned)
                 parts["images"].append(out.images.numpy())
                 parts["landmarks68"].append(out.landmarks68.numpy())

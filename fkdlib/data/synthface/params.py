@@ -5,18 +5,28 @@ No pixels here: this module samples parameters and builds the 3-D face model tha
 
 Identity versus nuisance
 ------------------------
-* **Identity** parameters are fixed per global identity id: head and jaw shape, a 68-point
-  3-D landmark geometry (a mean iBUG-68 template plus smooth identity deformations), skin tone
-  (5 levels), hair colour/style/volume/fringe, eyebrows, eye colour, facial hair, lip colour,
-  identity marks (moles, freckles at fixed surface positions), base age (and its age group) and
-  gender presentation. They are a pure function of ``(seed, global_identity)``.
+* **Identity** parameters are fixed per global identity id: head and jaw shape, brow ridge,
+  cheekbones and chin, a 68-point 3-D landmark geometry (a mean iBUG-68 template plus smooth
+  identity deformations), skin tone (5 levels), natural hair colour/style/volume/fringe,
+  eyebrows, eye colour, facial hair, lip colour, identity marks (moles, freckles at fixed
+  surface positions), base age (and its age group) and gender presentation. They are a pure
+  function of ``(seed, global_identity)``. The mean head has real faces' proportions against
+  the eyes (jaw contour about 2.1 eye distances wide, chin about 1.6 below the eye line).
 * **Nuisance** parameters change per image: yaw / pitch / roll, expression (smile, open mouth,
   closed eyes), gaze, light direction, colour and strength, background, clothing, occlusions
-  (glasses, sunglasses, scarf, hand), blur, noise, block compression, age drift (years) and
-  the framing jitter used for unaligned crops. They are a pure function of
+  (glasses, sunglasses, scarf, hand), a change of haircut and hair colour (the difficulty's
+  ``p_restyle``: hair is a nuisance, so a model cannot recognise people by hair alone), blur,
+  noise, block compression, age drift (years) and the framing jitter used for unaligned
+  crops. They are a pure function of
   ``(seed, split, global_identity, index)``; the difficulty preset only maps the same uniform
   draws to wider or narrower ranges, so one sample at ``"easy"`` and ``"hard"`` is the same
   photo with milder or stronger nuisances.
+
+Variants
+--------
+:data:`VARIANTS` are renderer ablations that switch one cue off - hair fixed per identity,
+identity geometry halved, directional shading off - to measure what carries identity from
+SynthFace to real faces (``benchmarks/synthface_transfer.py``).
 
 Determinism
 -----------
@@ -57,7 +67,7 @@ import numpy as np
 from ...errors import ConfigError
 
 # Bump when sampling changes what a (seed, identity, index) key produces.
-PARAMS_VERSION = 2
+PARAMS_VERSION = 3
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1, "test": 2}
@@ -231,6 +241,7 @@ class Difficulty:
     max_age_drift: float
     scale_jitter: float
     shift_jitter: float
+    p_restyle: float
 
 
 DIFFICULTIES: dict[str, Difficulty] = {
@@ -238,18 +249,56 @@ DIFFICULTIES: dict[str, Difficulty] = {
                        p_glasses=0.1, p_sunglasses=0.0, p_scarf=0.0, p_hand=0.0,
                        max_blur=0.4, max_noise=0.01, p_compression=0.0,
                        max_compression_step=0.0, light_spread=25, clutter=0.0,
-                       max_age_drift=2, scale_jitter=0.05, shift_jitter=0.03),
+                       max_age_drift=2, scale_jitter=0.05, shift_jitter=0.03, p_restyle=0.15),
     "medium": Difficulty("medium", max_yaw=60, max_pitch=40, max_roll=15, expression=0.6,
                          p_glasses=0.2, p_sunglasses=0.05, p_scarf=0.06, p_hand=0.06,
                          max_blur=1.0, max_noise=0.025, p_compression=0.3,
                          max_compression_step=0.08, light_spread=60, clutter=0.5,
-                         max_age_drift=8, scale_jitter=0.12, shift_jitter=0.08),
+                         max_age_drift=8, scale_jitter=0.12, shift_jitter=0.08,
+                         p_restyle=0.3),
     "hard": Difficulty("hard", max_yaw=90, max_pitch=55, max_roll=30, expression=1.0,
                        p_glasses=0.25, p_sunglasses=0.1, p_scarf=0.12, p_hand=0.12,
                        max_blur=2.0, max_noise=0.05, p_compression=0.6,
                        max_compression_step=0.16, light_spread=90, clutter=1.0,
-                       max_age_drift=15, scale_jitter=0.2, shift_jitter=0.12),
+                       max_age_drift=15, scale_jitter=0.2, shift_jitter=0.12,
+                       p_restyle=0.45),
 }
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A renderer ablation: what carries identity, measured by switching one cue off.
+
+    ``geometry`` scales every identity's departure from the mean face (shape scalars, shape
+    modes, asymmetry field); ``restyle`` lets photos change haircut and colour (the
+    difficulty's ``p_restyle``); ``shading`` lights the faces directionally (off: the same
+    overall brightness as ambient light only, so shape shows only in outlines).
+    """
+
+    name: str
+    geometry: float = 1.0
+    restyle: bool = True
+    shading: bool = True
+
+
+VARIANTS: dict[str, Variant] = {
+    "standard": Variant("standard"),
+    "hair_fixed": Variant("hair_fixed", restyle=False),
+    "half_geometry": Variant("half_geometry", geometry=0.5),
+    "flat_shading": Variant("flat_shading", shading=False),
+}
+
+
+def get_variant(name: str | Variant) -> Variant:
+    """The named variant; a typo raises :class:`ConfigError` listing the valid ones."""
+    if isinstance(name, Variant):
+        return name
+    try:
+        return VARIANTS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown SynthFace variant {name!r}; valid variants are: {', '.join(VARIANTS)}"
+        ) from None
 
 
 def get_difficulty(name: str | Difficulty) -> Difficulty:
@@ -305,6 +354,11 @@ class IdentityParams:
     nose_protrusion: float
     ear_size: float
     neck_width: float
+    brow_ridge: float
+    cheek_prominence: float
+    cheek_height: float
+    chin_prominence: float
+    chin_width: float
     inner_xy: np.ndarray
     hair_rgb: np.ndarray
     hair_style: int
@@ -340,7 +394,7 @@ _IDENTITY_DRAWS = (
     "facial_hair_gate", "facial_hair_kind", "facial_hair_density", "mole_count",
     "freckle_gate", "freckle_strength",
 )
-NUM_SHAPE_MODES = 17
+NUM_SHAPE_MODES = 22
 NUM_FIELD_COEFFS = 10  # 5 polynomial basis functions for each of dx and dy
 
 
@@ -372,13 +426,16 @@ def _pick(weights: np.ndarray, u: float) -> int:
     return int(min(np.searchsorted(cdf, u, side="right"), len(weights) - 1))
 
 
-def sample_identity(seed: int, global_identity: int) -> IdentityParams:
-    """Identity parameters, a pure function of ``(seed, global_identity)``."""
+def sample_identity(seed: int, global_identity: int,
+                    variant: str | Variant = "standard") -> IdentityParams:
+    """Identity parameters, a pure function of ``(seed, global_identity)`` and the variant
+    (whose ``geometry`` scales the face's departure from the mean)."""
+    geometry = get_variant(variant).geometry
     rng = _identity_rng(seed, global_identity)
     values = rng.random(len(_IDENTITY_DRAWS))
     u = dict(zip(_IDENTITY_DRAWS, values.tolist()))
-    modes = np.clip(rng.standard_normal(NUM_SHAPE_MODES), -2.5, 2.5)
-    field = np.clip(rng.standard_normal(NUM_FIELD_COEFFS), -2.5, 2.5) * 0.012
+    modes = np.clip(rng.standard_normal(NUM_SHAPE_MODES), -2.5, 2.5) * geometry
+    field = np.clip(rng.standard_normal(NUM_FIELD_COEFFS), -2.5, 2.5) * (0.012 * geometry)
     mole_draws = rng.random((MAX_MOLES, 3))
     freckle_draws = rng.random((NUM_FRECKLES, 3))
 
@@ -396,7 +453,8 @@ def sample_identity(seed: int, global_identity: int) -> IdentityParams:
         0.036 + 0.018 * u["brow_thickness"])
     eye_rgb = EYE_COLOURS[_pick(EYE_COLOUR_WEIGHTS[tone], u["eye_colour"])]
 
-    lip = skin * np.array([0.82, 0.52, 0.52]) + np.array([0.10, 0.02, 0.03])
+    # Lips photograph as a darker, slightly redder skin, far from a saturated red.
+    lip = skin * np.array([0.80, 0.60, 0.60]) + np.array([0.06, 0.01, 0.02])
     lip = lip * (0.9 + 0.2 * u["lip_tint"])
     if gender == 0 and u["lipstick_gate"] < 0.35:
         r, g, b = colorsys.hsv_to_rgb(0.94 + 0.08 * u["lipstick_hue"], 0.65, 0.72)
@@ -416,19 +474,26 @@ def sample_identity(seed: int, global_identity: int) -> IdentityParams:
         freckles[:, 1] = 0.08 + 0.38 * freckle_draws[:, 1]
         freckles[:, 2] = (0.012 + 0.01 * freckle_draws[:, 2]) * (0.7 + 0.6 * u["freckle_strength"])
 
-    sex = 1.0 if gender else -1.0
+    sex = geometry if gender else -geometry
     shape = dict(
         face_width=1.0 + 0.05 * modes[0] + 0.025 * sex,
         face_length=1.0 + 0.05 * modes[1],
         jaw_width=1.0 + 0.07 * modes[2] + 0.04 * sex,
         cranium_height=1.0 + 0.04 * modes[3],
         nose_length=1.0 + 0.09 * modes[4] + 0.03 * sex,
-        nose_width=1.0 + 0.13 * modes[5] + 0.04 * sex + 0.04 * (tone - 2),
+        nose_width=1.0 + 0.13 * modes[5] + 0.04 * sex + 0.04 * geometry * (tone - 2),
         nose_protrusion=1.0 + 0.15 * modes[6],
         ear_size=1.0 + 0.08 * modes[7],
         neck_width=1.0 + 0.06 * modes[0] + 0.06 * sex,
+        # Bony landmarks that shade the face: how far brow ridge, cheekbones and chin stand
+        # out of the head (face units), the cheekbones' height and the chin's width.
+        brow_ridge=0.025 + 0.008 * modes[17] + 0.008 * sex,
+        cheek_prominence=0.03 + 0.01 * modes[18],
+        cheek_height=0.30 + 0.04 * modes[19],
+        chin_prominence=0.04 + 0.015 * modes[20],
+        chin_width=1.0 + 0.12 * modes[21] + 0.05 * sex,
     )
-    inner = _identity_inner_xy(modes[8:], field, shape, gender)
+    inner = _identity_inner_xy(modes[8:], field, shape, gender, geometry)
     identity = dict(
         global_identity=int(global_identity), base_age=float(base_age), gender=gender,
         skin_tone=tone, skin_rgb=np.clip(skin, 0.0, 1.0), inner_xy=inner,
@@ -444,8 +509,39 @@ def sample_identity(seed: int, global_identity: int) -> IdentityParams:
     return IdentityParams(**identity)
 
 
+def restyled_hair(ident: dict[str, np.ndarray], nuis: dict[str, np.ndarray]
+                  ) -> dict[str, np.ndarray]:
+    """Stacked identity fields with the hair of each photo: the identity's own, or, where the
+    photo's ``restyle`` is set, another haircut and colour drawn from its ``restyle_draws``.
+
+    Hair is a nuisance like glasses: people change haircut and colour between photos, so a
+    model must not recognise them by hair alone. A restyle keeps the gender's style
+    frequencies, never makes hair recede (nor restores receding hair), and may dye the hair
+    any colour of the palette; brows keep the identity's natural colour.
+    """
+    draws = nuis["restyle_draws"]
+    change = nuis["restyle"] > 0.5
+    own = ident["hair_style"]
+    weights = np.stack([HAIR_STYLE_WEIGHTS[g] for g in ident["gender"]]).astype(np.float64)
+    weights[:, HAIR_STYLES.index("receding")] = 0.0
+    cdf = np.cumsum(weights / weights.sum(1, keepdims=True), 1)
+    style = np.minimum((cdf <= draws[:, 1:2]).sum(1), len(HAIR_STYLES) - 1)
+    receding = own == HAIR_STYLES.index("receding")
+    style = np.where(change & ~receding, style, own)
+    colour = HAIR_COLOURS[np.minimum((draws[:, 0] * len(HAIR_COLOURS)).astype(np.int64),
+                                     len(HAIR_COLOURS) - 1)]
+    volume = 0.05 + 0.12 * draws[:, 2] + np.where(style == HAIR_STYLES.index("long"), 0.05, 0.0)
+    fringe = np.where(draws[:, 3] < 0.3, 0.5 + 0.5 * draws[:, 3] / 0.3, 0.0)
+    out = dict(ident)
+    out["hair_style"] = style
+    out["hair_rgb"] = np.where(change[:, None], colour, ident["hair_rgb"])
+    out["hair_volume"] = np.where(change, volume, ident["hair_volume"])
+    out["fringe"] = np.where(change, fringe, ident["fringe"])
+    return out
+
+
 def _identity_inner_xy(modes: np.ndarray, field: np.ndarray, shape: dict[str, float],
-                       gender: int) -> np.ndarray:
+                       gender: int, geometry: float = 1.0) -> np.ndarray:
     """Deform the mean inner template by the identity's shape modes and a smooth field."""
     xy = MEAN_INNER_XY.copy()
     x, y = xy[:, 0], xy[:, 1]
@@ -462,7 +558,7 @@ def _identity_inner_xy(modes: np.ndarray, field: np.ndarray, shape: dict[str, fl
     spacing = 0.025 * modes[0]
     for group, sign in ((idx["reye"], -1.0), (idx["leye"], 1.0)):
         cx = x[group].mean()
-        size = 1.0 + 0.09 * modes[1] + (0.04 if gender == 0 else 0.0)
+        size = 1.0 + 0.09 * modes[1] + (0.04 * geometry if gender == 0 else 0.0)
         tilt = 0.06 * modes[2] * sign
         dx, dy = x[group] - cx, y[group] - 0.01
         x[group] = cx + sign * spacing + size * dx
@@ -471,7 +567,7 @@ def _identity_inner_xy(modes: np.ndarray, field: np.ndarray, shape: dict[str, fl
         x[group] += sign * spacing
     y[np.concatenate([eyes, brows])] += 0.025 * modes[3]
     # Brow height and arch: the middle points rise with the arch.
-    y[brows] -= 0.03 * modes[4] + (0.015 if gender == 0 else 0.0)
+    y[brows] -= 0.03 * modes[4] + (0.015 * geometry if gender == 0 else 0.0)
     middle = np.array([1, 2, 3, 6, 7, 8])
     y[middle] -= 0.02 * modes[5]
     # Nose length and width.
@@ -481,7 +577,7 @@ def _identity_inner_xy(modes: np.ndarray, field: np.ndarray, shape: dict[str, fl
     mouth_y = _MOUTH_Y * shape["face_length"] + 0.02 * modes[6]
     x[mouth] *= 1.0 + 0.08 * modes[7]
     lips = y[mouth] - _MOUTH_Y
-    y[mouth] = mouth_y + lips * (1.0 + 0.2 * modes[8] + (0.1 if gender == 0 else 0.0))
+    y[mouth] = mouth_y + lips * (1.0 + 0.2 * modes[8] + (0.1 * geometry if gender == 0 else 0.0))
     # Everything spreads with the face width.
     x *= shape["face_width"]
     # A smooth random field (low-order polynomials) adds small asymmetries.
@@ -506,6 +602,7 @@ _NUISANCE_DRAWS = (
     "hand_gate", "hand_x", "hand_y", "hand_angle", "hand_size",
     "blur", "noise", "compression_gate", "compression", "scale", "shift_x", "shift_y",
     "noise_offset_x", "noise_offset_y",
+    "restyle_gate", "restyle_colour", "restyle_style", "restyle_volume", "restyle_fringe",
 )
 NUM_METADATA_DRAWS = 4
 
@@ -557,6 +654,8 @@ class NuisanceParams:
     shift_x: float
     shift_y: float
     noise_offset: tuple[int, int]
+    restyle: float             # 1: this photo shows another haircut / colour (hair is nuisance)
+    restyle_draws: np.ndarray  # uniforms for the new colour, style, volume and fringe
 
 
 def _pose_and_drift(u: np.ndarray, diff: Difficulty) -> tuple[float, float, float, float]:
@@ -589,9 +688,12 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
 
 
 def sample_nuisance(seed: int, split: str, global_identity: int, index: int,
-                    difficulty: str | Difficulty = "medium") -> NuisanceParams:
-    """Nuisance parameters of one image, a pure function of its key and the difficulty."""
+                    difficulty: str | Difficulty = "medium",
+                    variant: str | Variant = "standard") -> NuisanceParams:
+    """Nuisance parameters of one image, a pure function of its key, the difficulty and the
+    variant (which may keep the hair fixed or light the face without direction)."""
     diff = get_difficulty(difficulty)
+    var = get_variant(variant)
     values = _nuisance_rng(seed, split, global_identity, index).random(len(_NUISANCE_DRAWS))
     u = dict(zip(_NUISANCE_DRAWS, values.tolist()))
     yaw, pitch, roll, drift = _pose_and_drift(values, diff)
@@ -610,6 +712,9 @@ def sample_nuisance(seed: int, split: str, global_identity: int, index: int,
     strength = 0.85 + 0.3 * u["light_strength"]
     ambient = (0.42 + 0.16 * u["ambient"]) * strength
     diffuse = (0.62 - 0.12 * u["ambient"]) * strength
+    if not var.shading:
+        # The head's mean shade under directional light is about ambient + 0.55 diffuse.
+        ambient, diffuse = ambient + 0.55 * diffuse, 0.0
 
     value = 0.35 + 0.55 * u["bg_value"]
     saturation = 0.1 + 0.35 * u["bg_saturation"]
@@ -650,6 +755,9 @@ def sample_nuisance(seed: int, split: str, global_identity: int, index: int,
         shift_x=float(diff.shift_jitter * (2.0 * u["shift_x"] - 1.0)),
         shift_y=float(diff.shift_jitter * (2.0 * u["shift_y"] - 1.0)),
         noise_offset=(int(u["noise_offset_x"] * 2**20), int(u["noise_offset_y"] * 2**20)),
+        restyle=float(var.restyle and u["restyle_gate"] < diff.p_restyle),
+        restyle_draws=np.array([u["restyle_colour"], u["restyle_style"], u["restyle_volume"],
+                                u["restyle_fringe"]]),
     )
 
 
@@ -821,6 +929,16 @@ class FaceModel:
 
 
 HEAD_SURFACE = ("cranium", "jaw", "nose", "ala_right", "ala_left")
+# Low reliefs on the head (their ellipsoids give the footprint): they shade the face like a
+# normal map but do not move its surface, so landmarks and occlusion ignore them.
+HEAD_RELIEFS = ("brow_ridge", "cheek_right", "cheek_left", "chin")
+
+
+# Head proportions against the eyes (centres 0.72 apart): the jaw contour spans about 2.1
+# eye distances and the chin lies about 1.6 below the eye line, as in real faces (the ArcFace
+# five-point template and the mean iBUG-68 shape agree on these ratios).
+HEAD_HALF_WIDTH = 0.76
+JAW_HALF_WIDTH = 0.64
 
 
 def head_parts(ident: dict[str, np.ndarray], mouth_open: np.ndarray) -> dict[str, Ellipsoids]:
@@ -840,10 +958,30 @@ def head_parts(ident: dict[str, np.ndarray], mouth_open: np.ndarray) -> dict[str
 
     parts = {
         "cranium": Ellipsoids.from_axes(vec(zeros, -0.28 * ch, -0.25),
-                                        vec(0.88 * fw, 1.02 * ch, 1.12)),
-        "jaw": Ellipsoids.from_axes(vec(zeros, 0.28 * fl + 0.035 * mouth_open, 0.06),
-                                    vec(0.74 * fw * jw, 0.75 * fl + 0.035 * mouth_open, 0.86)),
+                                        vec(HEAD_HALF_WIDTH * fw, 1.02 * ch, 1.12)),
+        "jaw": Ellipsoids.from_axes(vec(zeros, 0.33 * fl + 0.035 * mouth_open, 0.06),
+                                    vec(JAW_HALF_WIDTH * fw * jw, 0.80 * fl + 0.035 * mouth_open,
+                                        0.86)),
     }
+    def surface_z(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Front-most depth of cranium and jaw at face points (x, y), each (B,)."""
+        return np.maximum(parts["jaw"].front_depth(x[:, None], y[:, None])[0][:, 0],
+                          parts["cranium"].front_depth(x[:, None], y[:, None])[0][:, 0])
+
+    def bump(x: np.ndarray, y: np.ndarray, axes: np.ndarray, rise: np.ndarray) -> Ellipsoids:
+        """A relief's footprint: an ellipsoid centred on the head surface at (x, y)."""
+        return Ellipsoids.from_axes(vec(x, y, surface_z(x, y)), axes)
+
+    parts["brow_ridge"] = bump(zeros, zeros - 0.19, vec(0.55 * fw, 0.16 + zeros, 0.16 + zeros),
+                               ident["brow_ridge"])
+    cheek_x = 0.42 * fw
+    for name, sign in (("cheek_right", -1.0), ("cheek_left", 1.0)):
+        parts[name] = bump(sign * cheek_x, ident["cheek_height"],
+                           vec(0.25 + zeros, 0.21 + zeros, 0.16 + zeros),
+                           ident["cheek_prominence"])
+    chin_y = (0.33 + 0.80 * 0.82) * fl + 0.035 * mouth_open
+    parts["chin"] = bump(zeros, chin_y, vec(0.17 * ident["chin_width"], 0.12 + zeros,
+                                            0.16 + zeros), ident["chin_prominence"])
     # Nose: its long axis tilts so that the tip comes forward; the tip protrudes by
     # 0.19 * protrusion in front of the face surface.
     nl, nw, npr = ident["nose_length"], ident["nose_width"], ident["nose_protrusion"]
@@ -867,7 +1005,8 @@ def head_parts(ident: dict[str, np.ndarray], mouth_open: np.ndarray) -> dict[str
     es = ident["ear_size"]
     for name, sign in (("ear_right", -1.0), ("ear_left", 1.0)):
         turn = rotation_y(np.full(n, 0.80), np.full(n, -0.60 * sign))
-        parts[name] = Ellipsoids.from_axes(vec(sign * 0.84 * fw, 0.20 + zeros, -0.30 + zeros),
+        parts[name] = Ellipsoids.from_axes(vec(sign * (HEAD_HALF_WIDTH - 0.04) * fw, 0.20 + zeros,
+                                               -0.30 + zeros),
                                            vec(0.045 + zeros, 0.24 * es, 0.15 * es), turn)
     return parts
 

@@ -5,15 +5,22 @@ Pipeline
 1. **Geometry** (NumPy, per batch): the face model (parts as ellipsoids, 68 landmarks with
    normals, marks) is posed (yaw, then pitch, then roll, about a pivot at the top of the neck),
    projected orthographically and framed. Aligned framing fits the similarity transform that
-   maps the five landmarks onto the ArcFace 112x112 template (scaled to the resolution);
-   unaligned framing centres the head with scale and shift jitter and keeps the roll. An
+   maps the five landmarks onto the ArcFace 112x112 template (scaled to the resolution), then
+   keeps its rotation but takes the scale of the same face seen from the front and centres a
+   point inside the head (:data:`ALIGN_CENTRE_DEPTH` behind the five points) on the template,
+   so that a turned face is neither zoomed into nor pushed out of the frame; unaligned framing
+   centres the head with scale and shift jitter and keeps the roll. Each photo's hair is the
+   identity's own or, where the photo restyles it, another haircut and colour
+   (:func:`.params.restyled_hair`). An
    inner landmark is visible when no head part (cranium, jaw, nose, alae) lies in front of it
    along the view ray; a jaw-contour point while its normal has turned less than 30 degrees
    past the silhouette. Occluders (glasses, scarf, hand, hair) do not change visibility.
 2. **Raster** (PyTorch, batched over images, looping over primitives): every primitive is an
    analytic shape evaluated at pixel centres with a one-pixel anti-aliased edge. The head
    (cranium, jaw, nose and alae ellipsoids) is one smooth depth field (a smooth maximum of
-   the parts' depths) shaded with normals from its finite differences; the other volumes
+   the parts' depths) shaded with normals from its finite differences, plus low reliefs
+   (brow ridge, cheekbones, chin: smooth domes over their ellipsoids' outlines) that change
+   the shading but not the surface used for occlusion; the other volumes
    (torso, neck, hair, ears, scarf) are projected ellipsoids shaded as domes over their
    outlines; features are bands between two parabolas in their own frame (eyelids, brows,
    lips), discs lying on a surface (irises, pupils, moles, freckles, nostrils, lenses) and
@@ -58,7 +65,7 @@ from ...errors import ConfigError
 from . import params as P
 
 # Bump when a change alters pixels or landmarks: it is part of every cache key.
-RENDERER_VERSION = 2
+RENDERER_VERSION = 3
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 128
 
 # insightface's ArcFace alignment template for 112x112 crops (eye centres, nose tip, mouth
@@ -72,6 +79,12 @@ ARCFACE_TEMPLATE_112 = np.array([
 UNALIGNED_SCALE = 0.30
 UNALIGNED_CENTRE = np.array([0.0, 0.15, 0.3])
 HEAD_PIVOT = np.array([0.0, 0.55, -0.35])
+# Eyes as photographs show them: the socket shadowed under the brow, the white of the eye
+# greyed by the lids' shadow (it photographs far darker than paper white).
+EYE_SOCKET_SHADOW = 0.4
+SCLERA_RGB = (0.70, 0.66, 0.62)
+HAIRLINE_FADE = 0.08
+ALIGN_CENTRE_DEPTH = 0.25  # face units: aligned crops centre on a point this deep in the head
 VISIBILITY_TOLERANCE = 0.03  # face units a landmark may sit below the surface and stay visible
 JAW_VISIBLE_SIN = 0.5  # sin(30 deg): how far past the silhouette a contour point stays visible
 NOISE_TABLE_SEED = 20240611
@@ -229,7 +242,7 @@ def _hair_and_body_parts(ident: dict[str, np.ndarray], head: dict[str, P.Ellipso
     bottom = np.where(long_hair, 2.1, 1.0)
     top = np.where(long_hair, 0.0, -0.2)
     curtain_centre = np.stack([zeros, 0.5 * (bottom + top), -0.4 + zeros], -1)
-    curtain_axes = np.stack([(0.98 + 0.5 * volume) * fw, 0.5 * (bottom - top),
+    curtain_axes = np.stack([(P.HEAD_HALF_WIDTH + 0.1 + 0.5 * volume) * fw, 0.5 * (bottom - top),
                              0.6 + zeros], -1)
     hair = {
         "hair": P.Ellipsoids.from_axes(shell_centre, shell_axes),
@@ -270,8 +283,8 @@ def _surface_axes(normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def build_scene(identities: list[P.IdentityParams], nuisances: list[P.NuisanceParams],
                 resolution: int, aligned: bool) -> _Scene:
     """Pose, frame and project a batch of samples (one identity and one nuisance per row)."""
-    ident = P.stack_identities(identities)
     nuis = P.stack_nuisances(nuisances)
+    ident = P.restyled_hair(P.stack_identities(identities), nuis)
     n = len(identities)
     age = P.image_age(ident["base_age"], nuis["age_drift"])
     face = P.face_model(ident, nuis["smile"], nuis["mouth_open"], nuis["eyes_closed"], age)
@@ -282,8 +295,23 @@ def build_scene(identities: list[P.IdentityParams], nuisances: list[P.NuisancePa
     if aligned:
         src = _five_points(world.points(face.landmarks))[..., :2]
         dst = np.broadcast_to(template_points(resolution), (n, 5, 2))
-        a, b, t2 = _similarity_to_template(src, dst)
-        scale = np.sqrt(a * a + b * b)
+        a, b, _ = _similarity_to_template(src, dst)
+        # The fit's rotation, but the scale the same face gets seen from the front: a turned
+        # face's five points draw together, and fitting them would zoom into the face and
+        # crop it (the scale alone would grow by 1 / cos(yaw)).
+        a0, b0, _ = _similarity_to_template(_five_points(face.landmarks)[..., :2], dst)
+        scale = np.sqrt(a0 * a0 + b0 * b0)
+        fitted = np.sqrt(a * a + b * b)
+        a, b = a * (scale / fitted), b * (scale / fitted)
+        # Centre on a point inside the head behind the five points (at ALIGN_CENTRE_DEPTH),
+        # not on the points themselves: they swing out with a turn and would push the head
+        # out of the frame; from the front the two centres coincide.
+        frontal = _five_points(face.landmarks)
+        inner = np.concatenate([frontal[..., :2].mean(1),
+                                np.full((n, 1), ALIGN_CENTRE_DEPTH)], -1)
+        src_mean, dst_mean = world.points(inner[:, None, :])[:, 0, :2], dst.mean(1)
+        t2 = dst_mean - np.stack([a * src_mean[:, 0] - b * src_mean[:, 1],
+                                  b * src_mean[:, 0] + a * src_mean[:, 1]], -1)
         zeros = np.zeros(n)
         frame = np.stack([np.stack([a, -b, zeros], -1), np.stack([b, a, zeros], -1),
                           np.stack([zeros, zeros, scale], -1)], -2)
@@ -327,7 +355,8 @@ def build_scene(identities: list[P.IdentityParams], nuisances: list[P.NuisancePa
     mark_axes = np.stack([ax1, ax2], -1)
 
     light = _apply(rot2, nuis["light"][:, None, :])[:, 0]
-    grey = np.clip((age - 42.0) / 35.0, 0.0, 1.0) * ident["greying"]
+    # Dyed hair does not grey.
+    grey = np.clip((age - 42.0) / 35.0, 0.0, 1.0) * ident["greying"] * (1.0 - nuis["restyle"])
     hair_rgb = (ident["hair_rgb"] * (1.0 - grey[:, None])
                 + np.array([0.70, 0.69, 0.67]) * grey[:, None])
     return _Scene(resolution=resolution, scale=scale, head=head, parts=parts,
@@ -628,6 +657,23 @@ def _ellipsoid(win: _Window, e: P.Ellipsoids, rows: np.ndarray, scene: _Scene | 
     return _Surface(alpha=alpha, distance=distance, depth=depth, shade=shade)
 
 
+def _dome(win: _Window, e: P.Ellipsoids, rows: np.ndarray) -> Tensor:
+    """A smooth bump over the outline of ellipsoids ``e[rows]``: (1 - rho^2)^2, with rho the
+    outline's normalised radius, so 1 at the centre and zero in value and slope at the
+    outline (the discriminant of :func:`_ellipsoid` divided by its central value q_zz)."""
+    q = e.q[rows]
+    c = e.centre[rows]
+    qzz = q[:, 2, 2]
+    X = win.gx - _col(c[:, 0])
+    Y = win.gy - _col(c[:, 1])
+    bz = _col(q[:, 0, 2]) * X + _col(q[:, 1, 2]) * Y
+    disc = bz * bz
+    disc.sub_((_col(qzz * q[:, 0, 0]) * X * X - _col(qzz)) + _col(qzz * q[:, 1, 1]) * Y * Y)
+    disc.sub_((_col(2.0 * qzz * q[:, 0, 1]) * X) * Y)
+    inside = disc.mul_(_col(1.0 / qzz)).clamp_(0.0, 1.0)
+    return win.bounded(inside.mul_(inside))
+
+
 def _smooth_max(a: Tensor, b: Tensor, k: Tensor) -> Tensor:
     """Polynomial smooth maximum of two depth fields, blending over a depth range ``k``."""
     diff = a - b
@@ -855,7 +901,8 @@ class _HairShell:
         ident = scene.ident
         style = ident["hair_style"]
         x, y, z = self.x, self.y, self.z
-        soft = 1.0 / 0.035
+        # Hairlines are wispy, not cut: the edge fades over HAIRLINE_FADE face units.
+        soft = 1.0 / HAIRLINE_FADE
         if not front:
             bottom = np.select([style == 3, style == 2, style == 4], [0.75, 0.55, 0.32], 0.25)
             region = (_col(bottom) - y).mul_(soft).add_(0.5).clamp_(0.0, 1.0)
@@ -869,7 +916,7 @@ class _HairShell:
         # Sides: where the shell turns away from the face (|x| large against z).
         temple = np.select([style == 3, style == 2], [0.25, 0.40], 0.55)
         side_bottom = np.select([style == 3, style == 2], [0.30, 0.22], 0.10)
-        side = (x.abs() - z).add_(_col(self.centre_z - temple)).mul_(4.0)
+        side = (x.abs() - z).add_(_col(self.centre_z - temple)).mul_(2.5)
         side = torch.minimum(side, _col(side_bottom) - y)
         region = torch.maximum(forehead, side).mul_(soft).add_(0.5).clamp_(0.0, 1.0)
         canvas.paint(self.win, self.alpha * region, self.colour)
@@ -924,8 +971,17 @@ def _paint_head(canvas: _Canvas, scene: _Scene) -> None:
                                                       pwin.bounded(p.alpha)))
 
     depth = canvas.surface
-    dx = _central_difference(depth, 3)
-    dy = _central_difference(depth, 2)
+    relief = depth.clone()
+    for name, rise in zip(P.HEAD_RELIEFS, (scene.ident["brow_ridge"],
+                                           scene.ident["cheek_prominence"],
+                                           scene.ident["cheek_prominence"],
+                                           scene.ident["chin_prominence"])):
+        part = scene.parts[name]
+        for _, sub, pwin in canvas.groups(rows, _ellipse_box(part)):
+            height = _dome(pwin, part, sub).mul_(_col(rise[sub] * scale[sub]))
+            pwin.scatter(relief, pwin.gather(relief).add_(height))
+    dx = _central_difference(relief, 3)
+    dy = _central_difference(relief, 2)
     inv = (dx * dx).add_(dy * dy).add_(1.0).rsqrt_()
     light = scene.light
     diffuse = scene.nuis["diffuse"]
@@ -995,7 +1051,8 @@ def _paint_eye(canvas: _Canvas, scene: _Scene, eye: np.ndarray) -> None:
 
         lift = (v + _col(0.35 * n_up)).mul_(_col(1.0 / (2.0 * n_up)))
         socket = (s * s).mul_(0.8).add_(lift.mul_(lift)).neg_().add_(1.0).clamp_(min=0.0)
-        _blend(patch, socket.mul_(0.22).mul_(skin), _lit(scene, rows, skin_rgb * 0.55) * shade)
+        _blend(patch, socket.mul_(EYE_SOCKET_SHADOW).mul_(skin),
+               _lit(scene, rows, skin_rgb * 0.55) * shade)
         crease = w * _col(-(np.maximum(up[rows], 0.4 * n_up) + 0.35 * n_up))
         crease_line = _line(v, crease, _col(0.012 * scale)).mul_(w.clamp(0.0, 1.0))
         _blend(patch, crease_line.mul_(0.3).mul_(skin),
@@ -1005,7 +1062,7 @@ def _paint_eye(canvas: _Canvas, scene: _Scene, eye: np.ndarray) -> None:
         bottom = w * _col(down[rows])
         opening = _band(v, top, bottom).mul_(skin)
         _blend(patch, opening,
-               _lit(scene, rows, np.tile([0.84, 0.82, 0.78], (len(rows), 1))) * shade)
+               _lit(scene, rows, np.tile(SCLERA_RGB, (len(rows), 1))) * shade)
         iris, rho = _disc(win, centre[rows], iris_axes[rows])
         limbus = rho.mul_(3.0).sub_(2.1).clamp_(0.0, 1.0).mul_(-0.5).add_(1.0)
         _blend(patch, iris.mul_(opening),
