@@ -269,3 +269,21 @@ def test_variants_switch_one_cue_each():
         np.testing.assert_array_equal(mean.inner_xy, P.MEAN_INNER_XY)
     with pytest.raises(ConfigError, match="valid variants are: standard, hair_fixed"):
         P.get_variant("no_hair")
+
+
+def test_exposure_brightens_faces_turned_from_the_light():
+    assert P._face_shade(0.0, 0.0, np.array([0.0, 0.0, 1.0]), 0.5, 0.6) == pytest.approx(1.1)
+    assert P._face_shade(90.0, 0.0, np.array([0.0, 0.0, 1.0]), 0.5, 0.6) == pytest.approx(
+        0.5 + 0.2 * 0.6)
+    # pitch > 0 turns the face up (y points down): light from above then falls on it
+    up = P._face_shade(0.0, 40.0, np.array([0.0, -1.0, 0.0]), 0.5, 0.6)
+    assert up == pytest.approx(0.5 + 0.6 * (0.2 + 0.8 * math.sin(math.radians(40.0))))
+    shades = []
+    for g, i in itertools.product(range(40), range(10)):
+        n = P.sample_nuisance(0, "train", g, i, "hard")
+        shades.append(P._face_shade(n.yaw, n.pitch, n.light, n.ambient, n.diffuse))
+    shades = np.array(shades)
+    # the dimmest raw face (ambient 0.42 x 0.85, diffuse 0.5 x 0.85 at 0.2) gets the full gain
+    floor = min(P.FRONT_LIT_SHADE, P.MAX_EXPOSURE_GAIN * (0.42 + 0.2 * 0.5) * 0.85)
+    assert shades.min() >= floor - 1e-9
+    assert np.isclose(shades, P.FRONT_LIT_SHADE).sum() > 10  # the gain is at work

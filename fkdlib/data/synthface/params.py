@@ -256,7 +256,7 @@ DIFFICULTIES: dict[str, Difficulty] = {
                          max_compression_step=0.08, light_spread=60, clutter=0.5,
                          max_age_drift=8, scale_jitter=0.12, shift_jitter=0.08,
                          p_restyle=0.3),
-    "hard": Difficulty("hard", max_yaw=90, max_pitch=55, max_roll=30, expression=1.0,
+    "hard": Difficulty("hard", max_yaw=90, max_pitch=45, max_roll=30, expression=1.0,
                        p_glasses=0.25, p_sunglasses=0.1, p_scarf=0.12, p_hand=0.12,
                        max_blur=2.0, max_noise=0.05, p_compression=0.6,
                        max_compression_step=0.16, light_spread=90, clutter=1.0,
@@ -683,6 +683,20 @@ def sample_pose_and_drift(seed: int, split: str, global_identity: int, index: in
     return _pose_and_drift(u, get_difficulty(difficulty))
 
 
+FRONT_LIT_SHADE = 0.85
+MAX_EXPOSURE_GAIN = 1.8
+
+
+def _face_shade(yaw: float, pitch: float, light: np.ndarray, ambient: float,
+                diffuse: float) -> float:
+    """The renderer's shade at the middle of the face (its normal after yaw and pitch):
+    ambient + diffuse (0.2 + 0.8 max(0, n . l)), as the head is lit there."""
+    cy, sy = math.cos(math.radians(yaw)), math.sin(math.radians(yaw))
+    cp, sp = math.cos(math.radians(pitch)), math.sin(math.radians(pitch))
+    facing = sy * cp * light[0] - sp * light[1] + cy * cp * light[2]
+    return ambient + diffuse * (0.2 + 0.8 * max(facing, 0.0))
+
+
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v))
 
@@ -712,6 +726,11 @@ def sample_nuisance(seed: int, split: str, global_identity: int, index: int,
     strength = 0.85 + 0.3 * u["light_strength"]
     ambient = (0.42 + 0.16 * u["ambient"]) * strength
     diffuse = (0.62 - 0.12 * u["ambient"]) * strength
+    # Cameras expose for the face: a face turned away from the light is brightened (up to
+    # MAX_EXPOSURE_GAIN) towards the shade of a face lit from the front.
+    gain = min(max(FRONT_LIT_SHADE / _face_shade(yaw, pitch, light, ambient, diffuse), 1.0),
+               MAX_EXPOSURE_GAIN)
+    ambient, diffuse = ambient * gain, diffuse * gain
     if not var.shading:
         # The head's mean shade under directional light is about ambient + 0.55 diffuse.
         ambient, diffuse = ambient + 0.55 * diffuse, 0.0
