@@ -284,3 +284,23 @@ def test_relief_dome_is_one_at_the_centre_and_flat_at_the_outline():
     r = torch.sqrt((win.gx[0, 0] - 15.5) ** 2 + (win.gy[0, 0] - 15.5) ** 2)
     expected = (1.0 - (r / 8.0) ** 2).clamp(min=0.0) ** 2
     torch.testing.assert_close(dome, expected.expand_as(dome), atol=1e-5, rtol=0)
+
+
+def test_camera_colour_matrix():
+    neutral, offset = R.camera_matrix(np.array([[1.0, 1.0, 1.0, 1.0]]))
+    np.testing.assert_allclose(neutral[0], np.eye(3), atol=1e-15)
+    np.testing.assert_allclose(offset, 0.0, atol=1e-15)
+    colour = np.array([0.8, 0.4, 0.2])
+    grey, offset = R.camera_matrix(np.array([[0.0, 1.0, 1.0, 1.0]]))  # no saturation
+    np.testing.assert_allclose(grey[0] @ colour, np.full(3, R.LUMA @ colour))
+    flat, offset = R.camera_matrix(np.array([[1.0, 0.5, 1.0, 1.0]]))  # half contrast
+    np.testing.assert_allclose(flat[0] @ np.full(3, 0.5) + offset[0], 0.5)  # mid grey stays
+    np.testing.assert_allclose(flat[0] @ colour + offset[0], 0.5 + 0.5 * (colour - 0.5))
+    warm, _ = R.camera_matrix(np.array([[1.0, 1.0, 1.1, 0.9]]))  # white balance gains
+    np.testing.assert_allclose(warm[0] @ colour, colour * [1.1, 1.0, 0.9])
+    rgb = torch.rand(2, 3, 4, 4)
+    camera = np.array([[0.7, 1.1, 1.05, 0.95], [1.2, 0.9, 0.97, 1.03]])
+    matrix, offset = R.camera_matrix(camera)
+    expected = torch.einsum("bkc,bchw->bkhw", torch.tensor(matrix, dtype=torch.float32), rgb) \
+        + torch.tensor(offset, dtype=torch.float32)[..., None, None]
+    torch.testing.assert_close(R._camera_colour(rgb, camera), expected, atol=1e-6, rtol=0)

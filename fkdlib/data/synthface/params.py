@@ -242,6 +242,7 @@ class Difficulty:
     scale_jitter: float
     shift_jitter: float
     p_restyle: float
+    camera_spread: float
 
 
 DIFFICULTIES: dict[str, Difficulty] = {
@@ -249,19 +250,20 @@ DIFFICULTIES: dict[str, Difficulty] = {
                        p_glasses=0.1, p_sunglasses=0.0, p_scarf=0.0, p_hand=0.0,
                        max_blur=0.4, max_noise=0.01, p_compression=0.0,
                        max_compression_step=0.0, light_spread=25, clutter=0.0,
-                       max_age_drift=2, scale_jitter=0.05, shift_jitter=0.03, p_restyle=0.15),
+                       max_age_drift=2, scale_jitter=0.05, shift_jitter=0.03, p_restyle=0.15,
+                       camera_spread=0.4),
     "medium": Difficulty("medium", max_yaw=60, max_pitch=40, max_roll=15, expression=0.6,
                          p_glasses=0.2, p_sunglasses=0.05, p_scarf=0.06, p_hand=0.06,
                          max_blur=1.0, max_noise=0.025, p_compression=0.3,
                          max_compression_step=0.08, light_spread=60, clutter=0.5,
                          max_age_drift=8, scale_jitter=0.12, shift_jitter=0.08,
-                         p_restyle=0.3),
+                         p_restyle=0.3, camera_spread=1.0),
     "hard": Difficulty("hard", max_yaw=90, max_pitch=45, max_roll=30, expression=1.0,
                        p_glasses=0.25, p_sunglasses=0.1, p_scarf=0.12, p_hand=0.12,
                        max_blur=2.0, max_noise=0.05, p_compression=0.6,
                        max_compression_step=0.16, light_spread=90, clutter=1.0,
                        max_age_drift=15, scale_jitter=0.2, shift_jitter=0.12,
-                       p_restyle=0.45),
+                       p_restyle=0.45, camera_spread=1.5),
 }
 
 
@@ -603,6 +605,7 @@ _NUISANCE_DRAWS = (
     "blur", "noise", "compression_gate", "compression", "scale", "shift_x", "shift_y",
     "noise_offset_x", "noise_offset_y",
     "restyle_gate", "restyle_colour", "restyle_style", "restyle_volume", "restyle_fringe",
+    "camera_saturation", "camera_contrast", "camera_red", "camera_blue",
 )
 NUM_METADATA_DRAWS = 4
 
@@ -656,6 +659,7 @@ class NuisanceParams:
     noise_offset: tuple[int, int]
     restyle: float             # 1: this photo shows another haircut / colour (hair is nuisance)
     restyle_draws: np.ndarray  # uniforms for the new colour, style, volume and fringe
+    camera: np.ndarray         # saturation, contrast, red and blue gains of the camera's colour
 
 
 def _pose_and_drift(u: np.ndarray, diff: Difficulty) -> tuple[float, float, float, float]:
@@ -777,6 +781,10 @@ def sample_nuisance(seed: int, split: str, global_identity: int, index: int,
         restyle=float(var.restyle and u["restyle_gate"] < diff.p_restyle),
         restyle_draws=np.array([u["restyle_colour"], u["restyle_style"], u["restyle_volume"],
                                 u["restyle_fringe"]]),
+        camera=np.array([0.95 + 0.3 * diff.camera_spread * (2.0 * u["camera_saturation"] - 1.0),
+                         1.0 + 0.15 * diff.camera_spread * (2.0 * u["camera_contrast"] - 1.0),
+                         1.0 + 0.08 * diff.camera_spread * (2.0 * u["camera_red"] - 1.0),
+                         1.0 + 0.08 * diff.camera_spread * (2.0 * u["camera_blue"] - 1.0)]),
     )
 
 

@@ -1441,8 +1441,36 @@ def _subset_apply(rgb: Tensor, rows: np.ndarray, step) -> Tensor:
     return rgb
 
 
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def camera_matrix(camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The camera's colour processing as ``rgb' = M rgb + o`` per image: white balance (red and
+    blue gains), then saturation about the luma (Rec. 601 weights), then contrast about mid
+    grey. ``camera`` is (B, 4): saturation, contrast, red gain, blue gain."""
+    saturation, contrast, red, blue = (camera[:, k] for k in range(4))
+    balance = np.zeros((len(camera), 3, 3))
+    balance[:, 0, 0], balance[:, 1, 1], balance[:, 2, 2] = red, 1.0, blue
+    grey = np.broadcast_to(np.tile(LUMA, (3, 1)), (len(camera), 3, 3))
+    saturate = saturation[:, None, None] * np.eye(3) + (1.0 - saturation)[:, None, None] * grey
+    matrix = contrast[:, None, None] * P.matmul3(saturate, balance)
+    return matrix, np.repeat((0.5 * (1.0 - contrast))[:, None], 3, 1)
+
+
+def _camera_colour(rgb: Tensor, camera: np.ndarray) -> Tensor:
+    """Apply :func:`camera_matrix` with exactly rounded products and sums."""
+    matrix, offset = camera_matrix(camera)
+    out = torch.empty_like(rgb)
+    for k in range(3):
+        out[:, k] = (((rgb[:, 0] * _col(matrix[:, k, 0])[:, 0] + rgb[:, 1]
+                       * _col(matrix[:, k, 1])[:, 0]) + rgb[:, 2] * _col(matrix[:, k, 2])[:, 0])
+                     + _col(offset[:, k])[:, 0])
+    return out
+
+
 def _post_process(canvas: _Canvas, scene: _Scene) -> Tensor:
-    """Blur, sensor noise and block compression, then quantisation to uint8.
+    """Blur, sensor noise, the camera's colour processing and block compression, then
+    quantisation to uint8.
 
     Runs on slices of ``POST_BATCH`` images: these steps make several full-size temporaries,
     which stay in cache (and in the allocator's free lists) when they are small.
@@ -1473,6 +1501,7 @@ def _post_process_rows(rgb: Tensor, nuis: dict[str, np.ndarray], size: int) -> T
             return x.add_(noise.mul_(_col(nuis["noise"][r])))
 
         rgb = _subset_apply(rgb, noisy, add_noise)
+    rgb = _camera_colour(rgb, nuis["camera"])
     compressed = np.flatnonzero(nuis["compression_step"] > 0)
     if len(compressed):
         rgb = _subset_apply(rgb, compressed,
