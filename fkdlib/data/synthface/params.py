@@ -15,9 +15,10 @@ Identity versus nuisance
 * **Nuisance** parameters change per image: yaw / pitch / roll, expression (smile, open mouth,
   closed eyes), gaze, light direction, colour and strength, background, clothing, occlusions
   (glasses, sunglasses, scarf, hand), a change of haircut and hair colour (the difficulty's
-  ``p_restyle``: hair is a nuisance, so a model cannot recognise people by hair alone), blur,
-  noise, block compression, age drift (years) and the framing jitter used for unaligned
-  crops. They are a pure function of
+  ``p_restyle``: hair is a nuisance, so a model cannot recognise people by hair alone), the
+  camera (exposure for the face; white balance, saturation and contrast), blur, noise, block
+  compression, age drift (years) and the framing jitter used for unaligned crops. They are a
+  pure function of
   ``(seed, split, global_identity, index)``; the difficulty preset only maps the same uniform
   draws to wider or narrower ranges, so one sample at ``"easy"`` and ``"hard"`` is the same
   photo with milder or stronger nuisances.
