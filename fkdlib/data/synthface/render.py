@@ -5,10 +5,11 @@ Pipeline
 1. **Geometry** (NumPy, per batch): the face model (parts as ellipsoids, 68 landmarks with
    normals, marks) is posed (yaw, then pitch, then roll, about a pivot at the top of the neck),
    projected orthographically and framed. Aligned framing fits the similarity transform that
-   maps the five landmarks onto the ArcFace 112x112 template (scaled to the resolution), then
-   keeps its rotation but takes the scale of the same face seen from the front and centres a
-   point inside the head (:data:`ALIGN_CENTRE_DEPTH` behind the five points) on the template,
-   so that a turned face is neither zoomed into nor pushed out of the frame; unaligned framing
+   maps the five landmarks onto the ArcFace 112x112 template (scaled to the resolution), as
+   real faces are aligned; only for strongly turned faces, which that fit would zoom into
+   and push out of the frame, the zoom stops at :data:`MAX_ALIGN_ZOOM` times the frontal
+   scale and the centre moves into the head (from :data:`RECENTRE_FROM` degrees of yaw or
+   pitch); unaligned framing
    centres the head with scale and shift jitter and keeps the roll. Each photo's hair is the
    identity's own or, where the photo restyles it, another haircut and colour
    (:func:`.params.restyled_hair`). An
@@ -84,7 +85,13 @@ HEAD_PIVOT = np.array([0.0, 0.55, -0.35])
 EYE_SOCKET_SHADOW = 0.4
 SCLERA_RGB = (0.70, 0.66, 0.62)
 HAIRLINE_FADE = 0.08
-ALIGN_CENTRE_DEPTH = 0.25  # face units: aligned crops centre on a point this deep in the head
+# Aligned framing beyond what the five-point fit does well (see build_scene): the zoom into a
+# turned face stops at MAX_ALIGN_ZOOM times the frontal scale, and from RECENTRE_FROM degrees
+# of yaw or pitch the centre moves into the head, reaching ALIGN_CENTRE_DEPTH (face units) at
+# RECENTRE_TO.
+MAX_ALIGN_ZOOM = 1.25
+ALIGN_CENTRE_DEPTH = 0.25
+RECENTRE_FROM, RECENTRE_TO = 30.0, 60.0
 VISIBILITY_TOLERANCE = 0.03  # face units a landmark may sit below the surface and stay visible
 JAW_VISIBLE_SIN = 0.5  # sin(30 deg): how far past the silhouette a contour point stays visible
 NOISE_TABLE_SEED = 20240611
@@ -295,21 +302,28 @@ def build_scene(identities: list[P.IdentityParams], nuisances: list[P.NuisancePa
     if aligned:
         src = _five_points(world.points(face.landmarks))[..., :2]
         dst = np.broadcast_to(template_points(resolution), (n, 5, 2))
-        a, b, _ = _similarity_to_template(src, dst)
-        # The fit's rotation, but the scale the same face gets seen from the front: a turned
-        # face's five points draw together, and fitting them would zoom into the face and
-        # crop it (the scale alone would grow by 1 / cos(yaw)).
+        a, b, t2 = _similarity_to_template(src, dst)
+        # Real faces are aligned by this fit (insightface, LFW's funneling), which zooms into
+        # a turned face as its five points draw together; beyond MAX_ALIGN_ZOOM times the
+        # scale of the same face seen from the front the zoom would crop the face, so it
+        # stops there, about the same centre.
         a0, b0, _ = _similarity_to_template(_five_points(face.landmarks)[..., :2], dst)
-        scale = np.sqrt(a0 * a0 + b0 * b0)
         fitted = np.sqrt(a * a + b * b)
+        scale = np.minimum(fitted, MAX_ALIGN_ZOOM * np.sqrt(a0 * a0 + b0 * b0))
         a, b = a * (scale / fitted), b * (scale / fitted)
-        # Centre on a point inside the head behind the five points (at ALIGN_CENTRE_DEPTH),
-        # not on the points themselves: they swing out with a turn and would push the head
-        # out of the frame; from the front the two centres coincide.
+        # Centred like the fit on the five points up to RECENTRE_FROM degrees of yaw or
+        # pitch; beyond, the centre moves back into the head (to ALIGN_CENTRE_DEPTH at
+        # RECENTRE_TO), since the points swing out of the frame with the turn while the head
+        # stays.
         frontal = _five_points(face.landmarks)
-        inner = np.concatenate([frontal[..., :2].mean(1),
-                                np.full((n, 1), ALIGN_CENTRE_DEPTH)], -1)
-        src_mean, dst_mean = world.points(inner[:, None, :])[:, 0, :2], dst.mean(1)
+        turn = np.maximum(np.abs(P.cos_sin_degrees(nuis["yaw"])[1]),
+                          np.abs(P.cos_sin_degrees(nuis["pitch"])[1]))
+        low, high = math.sin(math.radians(RECENTRE_FROM)), math.sin(math.radians(RECENTRE_TO))
+        weight = np.clip((turn - low) / (high - low), 0.0, 1.0)
+        depth = frontal[..., 2].mean(1)
+        centre = np.concatenate([frontal[..., :2].mean(1),
+                                 (depth + weight * (ALIGN_CENTRE_DEPTH - depth))[:, None]], -1)
+        src_mean, dst_mean = world.points(centre[:, None, :])[:, 0, :2], dst.mean(1)
         t2 = dst_mean - np.stack([a * src_mean[:, 0] - b * src_mean[:, 1],
                                   b * src_mean[:, 0] + a * src_mean[:, 1]], -1)
         zeros = np.zeros(n)
