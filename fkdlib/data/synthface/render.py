@@ -627,6 +627,21 @@ class _Surface:
     shade: Tensor | None
 
 
+def _discriminant(win: _Window, q: np.ndarray, c: np.ndarray
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(X, Y, b_z, D) of the ellipsoids (quadrics ``q``, centres ``c``) at the window's pixel
+    centres: X, Y relative to the centre, b_z = q_xz X + q_yz Y and the discriminant
+    D = b_z^2 - q_zz (q_2(X, Y) - 1) of the front surface's quadratic in Z."""
+    qzz = q[:, 2, 2]
+    X = win.gx - _col(c[:, 0])
+    Y = win.gy - _col(c[:, 1])
+    bz = _col(q[:, 0, 2]) * X + _col(q[:, 1, 2]) * Y
+    disc = bz * bz
+    disc.sub_((_col(qzz * q[:, 0, 0]) * X * X - _col(qzz)) + _col(qzz * q[:, 1, 1]) * Y * Y)
+    disc.sub_((_col(2.0 * qzz * q[:, 0, 1]) * X) * Y)
+    return X, Y, bz, disc
+
+
 def _ellipsoid(win: _Window, e: P.Ellipsoids, rows: np.ndarray, scene: _Scene | None = None,
                want_depth: bool = False, want_distance: bool = False,
                ambient_scale: float = 1.0) -> _Surface:
@@ -644,12 +659,7 @@ def _ellipsoid(win: _Window, e: P.Ellipsoids, rows: np.ndarray, scene: _Scene | 
     c = e.centre[rows]
     _, r_eff = _projected_ellipse(q)
     qzz = q[:, 2, 2]
-    X = win.gx - _col(c[:, 0])
-    Y = win.gy - _col(c[:, 1])
-    bz = _col(q[:, 0, 2]) * X + _col(q[:, 1, 2]) * Y
-    disc = bz * bz
-    disc.sub_((_col(qzz * q[:, 0, 0]) * X * X - _col(qzz)) + _col(qzz * q[:, 1, 1]) * Y * Y)
-    disc.sub_((_col(2.0 * qzz * q[:, 0, 1]) * X) * Y)
+    X, Y, bz, disc = _discriminant(win, q, c)
     if want_distance:
         distance = disc * _col(-r_eff / (2.0 * qzz))
         alpha = (0.5 - distance).clamp_(0.0, 1.0)
@@ -676,15 +686,8 @@ def _dome(win: _Window, e: P.Ellipsoids, rows: np.ndarray) -> Tensor:
     outline's normalised radius, so 1 at the centre and zero in value and slope at the
     outline (the discriminant of :func:`_ellipsoid` divided by its central value q_zz)."""
     q = e.q[rows]
-    c = e.centre[rows]
-    qzz = q[:, 2, 2]
-    X = win.gx - _col(c[:, 0])
-    Y = win.gy - _col(c[:, 1])
-    bz = _col(q[:, 0, 2]) * X + _col(q[:, 1, 2]) * Y
-    disc = bz * bz
-    disc.sub_((_col(qzz * q[:, 0, 0]) * X * X - _col(qzz)) + _col(qzz * q[:, 1, 1]) * Y * Y)
-    disc.sub_((_col(2.0 * qzz * q[:, 0, 1]) * X) * Y)
-    inside = disc.mul_(_col(1.0 / qzz)).clamp_(0.0, 1.0)
+    _, _, _, disc = _discriminant(win, q, e.centre[rows])
+    inside = disc.mul_(_col(1.0 / q[:, 2, 2])).clamp_(0.0, 1.0)
     return win.bounded(inside.mul_(inside))
 
 
