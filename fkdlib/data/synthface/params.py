@@ -452,8 +452,10 @@ def sample_identity(seed: int, global_identity: int,
     brow_dark = 0.55 + 0.3 * u["brow_tone"]
     # Fair hair comes with darker brows than the hair itself; dark hair with matching brows.
     brow_rgb = np.minimum(hair_rgb * brow_dark + 0.03, 0.5)
-    brow_thickness = (0.050 + 0.022 * u["brow_thickness"]) if gender else (
-        0.036 + 0.018 * u["brow_thickness"])
+    # Face units (eye width 0.32): a brow is a fifth to two fifths of the eye's width thick,
+    # so that it stays a visible band at 32 px as in down-sampled photographs.
+    brow_thickness = (0.090 + 0.040 * u["brow_thickness"]) if gender else (
+        0.065 + 0.032 * u["brow_thickness"])
     eye_rgb = EYE_COLOURS[_pick(EYE_COLOUR_WEIGHTS[tone], u["eye_colour"])]
 
     # Lips photograph as a darker, slightly redder skin, far from a saturated red.
