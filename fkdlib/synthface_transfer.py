@@ -5,7 +5,10 @@ SynthFace's resemblance to real faces. This experiment measures that resemblance
 synthetic-data papers do (DigiFace-1M, Bae et al., WACV 2023; SynFace, Qiu et al., ICCV 2021):
 a model trained only on synthetic faces verifies the 6,000 real LFW pairs (View 2, 10-fold
 accuracy; Huang et al., UMass tech. report 07-49, 2007). The model is notebook 01's Softmax
-IResNet-18 at the profile's scale and recipe (the same zoo entry), one per training seed.
+IResNet-18 at the profile's scale and recipe, one per seed; seed ``k`` draws both the SynthFace
+training identities and the training seed, so the spread over seeds covers the draw of the
+synthetic data too (seed 0 is notebook 01's own zoo entry; its seeds 1 and 2 keep seed 0's
+data, so they are other models).
 
 The renderer's ablations (:data:`~fkdlib.data.synthface.params.VARIANTS`) each switch one cue
 off - hair fixed per identity, identity geometry halved, directional shading off - and are
@@ -42,7 +45,7 @@ STANDARD = "standard"
 
 def transfer_spec(profile: Profile, seed: int, variant: str = STANDARD) -> ModelSpec:
     """The Softmax IResNet-18 trained on the profile's SynthFace training split (rendered with
-    ``variant``) with the profile's recipe; the standard variant is notebook 01's
+    ``variant``) with the profile's recipe; at seed 0 the standard variant is notebook 01's
     pre-training."""
     data = synthface_data_spec(profile, "train", seed)
     if get_variant(variant).name != STANDARD:
