@@ -62,6 +62,7 @@ from __future__ import annotations
 import colorsys
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -292,29 +293,27 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def get_variant(name: str | Variant) -> Variant:
-    """The named variant; a typo raises :class:`ConfigError` listing the valid ones."""
-    if isinstance(name, Variant):
+def _preset(name: Any, table: dict[str, Any], preset_type: type, kind: str, plural: str) -> Any:
+    """``name`` itself if it is already a ``preset_type``, else ``table[name]``; a typo raises
+    :class:`ConfigError` listing the valid names."""
+    if isinstance(name, preset_type):
         return name
     try:
-        return VARIANTS[name]
+        return table[name]
     except (KeyError, TypeError):
         raise ConfigError(
-            f"unknown SynthFace variant {name!r}; valid variants are: {', '.join(VARIANTS)}"
+            f"unknown SynthFace {kind} {name!r}; valid {plural} are: {', '.join(table)}"
         ) from None
+
+
+def get_variant(name: str | Variant) -> Variant:
+    """The named variant; a typo raises :class:`ConfigError` listing the valid ones."""
+    return _preset(name, VARIANTS, Variant, "variant", "variants")
 
 
 def get_difficulty(name: str | Difficulty) -> Difficulty:
     """The named difficulty preset; a typo raises :class:`ConfigError` listing the valid ones."""
-    if isinstance(name, Difficulty):
-        return name
-    try:
-        return DIFFICULTIES[name]
-    except (KeyError, TypeError):
-        raise ConfigError(
-            f"unknown SynthFace difficulty {name!r}; valid difficulties are: "
-            f"{', '.join(DIFFICULTIES)}"
-        ) from None
+    return _preset(name, DIFFICULTIES, Difficulty, "difficulty", "difficulties")
 
 
 def split_code(split: str) -> int:
