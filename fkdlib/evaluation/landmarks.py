@@ -1,0 +1,103 @@
+"""Landmark localisation with heatmaps: training targets, decoding and the normalised mean
+error (NME), as FAN (Bulat & Tzimiropoulos, ICCV 2017) is trained and evaluated and as FAN-Face
+(thesis ch. 3) uses it.
+
+Coordinates are in pixels with pixel centres at integers (SynthFace's convention). A heatmap
+of stride ``s`` covers ``s x s`` image pixels per cell, so image point ``p`` sits at
+``(p + 0.5) / s - 0.5`` in heatmap pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+
+# The 68-point iBUG scheme: outer corners of the right and left eye (the 300-W normalisation).
+OUTER_EYE_CORNERS_68 = (36, 45)
+# The same corners among the 51 internal points (the 68 without the 17 of the jaw line).
+OUTER_EYE_CORNERS_51 = (36 - 17, 45 - 17)
+
+
+def to_heatmap_coordinates(points: Tensor, stride: int) -> Tensor:
+    """Image pixel coordinates -> heatmap pixel coordinates of a map ``stride`` times smaller."""
+    return (points + 0.5) / stride - 0.5
+
+
+def to_image_coordinates(points: Tensor, stride: int) -> Tensor:
+    """The inverse of :func:`to_heatmap_coordinates`."""
+    return (points + 0.5) * stride - 0.5
+
+
+def landmark_heatmaps(points: Tensor, side: int, sigma: float = 1.0) -> Tensor:
+    """Gaussian heatmap targets: ``exp(-d^2 / (2 sigma^2))`` around each point, peak 1.
+
+    Args:
+        points: ``(B, N, 2)`` x, y in heatmap pixels.
+        side: the heatmaps' side in pixels.
+        sigma: the Gaussian's standard deviation in heatmap pixels (1 as in FAN's training).
+
+    Returns:
+        ``(B, N, side, side)`` float tensor.
+    """
+    if points.dim() != 3 or points.shape[-1] != 2:
+        raise ConfigError(f"points must be (batch, landmarks, 2), got {tuple(points.shape)}")
+    if not sigma > 0:
+        raise ConfigError(f"sigma must be positive, got {sigma!r}")
+    grid = torch.arange(side, dtype=points.dtype, device=points.device)
+    dx = (grid.view(1, 1, 1, side) - points[..., 0, None, None]) ** 2
+    dy = (grid.view(1, 1, side, 1) - points[..., 1, None, None]) ** 2
+    return torch.exp(-(dx + dy) / (2.0 * sigma * sigma))
+
+
+def decode_heatmaps(heatmaps: Tensor) -> Tensor:
+    """Landmark positions from heatmaps, in heatmap pixels: each map's arg-max, moved a quarter
+    pixel towards its larger neighbour along x and along y (the published FAN's decoding).
+
+    Args:
+        heatmaps: ``(B, N, H, W)``.
+
+    Returns:
+        ``(B, N, 2)`` x, y.
+    """
+    b, n, h, w = heatmaps.shape
+    flat = heatmaps.reshape(b, n, h * w).argmax(-1)
+    y, x = flat // w, flat % w
+    maps = heatmaps.reshape(b * n, h, w)
+    rows = torch.arange(b * n, device=heatmaps.device)
+    xf, yf = x.reshape(-1), y.reshape(-1)
+
+    def towards(higher: Tensor, lower: Tensor) -> Tensor:
+        return torch.sign(higher - lower) * 0.25
+
+    right = maps[rows, yf, (xf + 1).clamp(max=w - 1)]
+    left = maps[rows, yf, (xf - 1).clamp(min=0)]
+    below = maps[rows, (yf + 1).clamp(max=h - 1), xf]
+    above = maps[rows, (yf - 1).clamp(min=0), xf]
+    inside_x = (xf > 0) & (xf < w - 1)
+    inside_y = (yf > 0) & (yf < h - 1)
+    px = xf.to(heatmaps.dtype) + torch.where(inside_x, towards(right, left), 0.0)
+    py = yf.to(heatmaps.dtype) + torch.where(inside_y, towards(below, above), 0.0)
+    return torch.stack([px, py], -1).reshape(b, n, 2)
+
+
+def normalised_mean_error(predicted: Tensor, target: Tensor,
+                          eye_corners: tuple[int, int] = OUTER_EYE_CORNERS_51) -> Tensor:
+    """Per-image NME: the mean point-to-point distance divided by the distance between the
+    outer eye corners of the target (the 300-W "inter-ocular" normalisation).
+
+    Args:
+        predicted, target: ``(B, N, 2)`` in the same pixel coordinates.
+        eye_corners: indices of the two outer eye corners among the ``N`` points.
+
+    Returns:
+        ``(B,)`` NME per image (multiply by 100 for the usual percentage).
+    """
+    if predicted.shape != target.shape or predicted.dim() != 3 or predicted.shape[-1] != 2:
+        raise ConfigError(
+            f"predicted and target must both be (batch, landmarks, 2), got "
+            f"{tuple(predicted.shape)} and {tuple(target.shape)}")
+    right, left = eye_corners
+    inter_ocular = (target[:, right] - target[:, left]).norm(dim=-1)
+    return (predicted - target).norm(dim=-1).mean(-1) / inter_ocular
