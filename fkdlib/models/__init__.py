@@ -3,7 +3,7 @@
 Importing this package registers every built-in model; :func:`list_models` names them.
 """
 
-from . import cifar, fan, iresnet, mobilefacenet, vargfacenet  # noqa: F401  (imported to register models)
+from . import cifar, fan, fan_face, iresnet, mobilefacenet, vargfacenet  # noqa: F401  (imported to register models)
 from .layers import FaceBackbone
 from .registry import create_model, list_models, register_model
 
