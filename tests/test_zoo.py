@@ -163,3 +163,40 @@ def test_teacher_is_twice_the_students_width_but_never_beyond_full_width(profile
     assert teacher.backbone_kwargs["width"] == expected
     assert student.backbone_kwargs["width"] == bench.profile.backbone_width
     assert teacher.train == student.train and teacher.data == student.data
+
+
+def test_a_network_enters_the_keys_of_its_own_specs_only():
+    """A network's files (its module and the models modules it imports) are hashed into the
+    keys of the specs that use it, so adding or changing another network retrains nothing."""
+    import fkdlib.zoo.cache as cache
+
+    root = cache._package_root()
+    models = root / "models"
+    names = lambda module: [p.name for p in cache.network_files(models / module, root)]  # noqa: E731
+    assert names("iresnet.py") == ["iresnet.py", "layers.py", "registry.py"]
+    assert names("fan_face.py") == ["fan.py", "fan_face.py", "fan_integration.py",
+                                    "iresnet.py", "layers.py", "registry.py"]
+    assert cache.model_code_version("iresnet18") == cache.model_code_version("iresnet50")
+    assert cache.model_code_version("iresnet18") != cache.model_code_version("vargfacenet")
+    teacher = _spec(backbone="vargfacenet")
+    student = _spec(method="distill", method_kwargs={"teacher": teacher.to_dict()})
+    assert cache._backbones(student.to_dict()) == {"iresnet18", "vargfacenet"}
+
+
+def test_network_files_follow_imports_inside_the_models_package(tmp_path):
+    import fkdlib.zoo.cache as cache
+
+    models = tmp_path / "fkdlib" / "models"
+    models.mkdir(parents=True)
+    (models / "__init__.py").write_text("from . import net, other\n")
+    (models / "net.py").write_text("from .blocks import Block\nfrom . import __init__\n")
+    (models / "blocks.py").write_text("from .layers import scale\n")
+    (models / "layers.py").write_text("scale = 1\n")
+    (models / "other.py").write_text("from .layers import scale\n")
+    files = cache.network_files(models / "net.py", tmp_path / "fkdlib")
+    assert [p.name for p in files] == ["blocks.py", "layers.py", "net.py"]
+    first = cache._code_digest(files, tmp_path / "fkdlib")
+    (models / "other.py").write_text("from .layers import scale\nWIDTH = 2\n")
+    assert cache._code_digest(files, tmp_path / "fkdlib") == first
+    (models / "layers.py").write_text("scale = 2\n")
+    assert cache._code_digest(files, tmp_path / "fkdlib") != first

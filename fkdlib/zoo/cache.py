@@ -40,10 +40,14 @@ from ..training.trainer import TrainConfig, Trainer
 
 ZOO_FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path("data/cache/models")
-# The code that determines a trained model, given its spec and data: the networks, the heads,
-# the losses, the training loop and its augmentation, the training methods, the registries.
-TRAINING_CODE = ("models", "heads", "distill", "training", "zoo", "data/transforms.py",
-                 "registry.py")
+# The code that determines a trained model, given its spec and data: the heads, the losses,
+# the training loop and its augmentation, the training methods, the registries and the
+# layers every network shares. A network's own files (its module in models/ and the modules
+# it imports from there) enter the keys of the specs that use it (model_code_version), so a
+# new network never invalidates the models already in the zoo.
+TRAINING_CODE = ("heads", "distill", "training", "zoo", "data/transforms.py", "registry.py",
+                 "models/layers.py", "models/registry.py")
+MODELS_PACKAGE = "models"
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
@@ -56,22 +60,80 @@ def _without_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+def _package_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def _code_digest(files: list[Path], root: Path) -> str:
+    """SHA-256 (first 16 hex digits) of the files' syntax trees without comments and
+    docstrings, each named by its path relative to ``root`` when it lies inside it."""
+    digest = hashlib.sha256()
+    for file in files:
+        tree = _without_docstrings(ast.parse(file.read_text(encoding="utf-8")))
+        name = file.relative_to(root) if file.is_relative_to(root) else Path(file.name)
+        digest.update(name.as_posix().encode())
+        digest.update(ast.dump(tree).encode())
+    return digest.hexdigest()[:16]
+
+
 @functools.lru_cache(maxsize=1)
 def training_code_version() -> str:
-    """SHA-256 (first 16 hex digits) of the syntax trees of :data:`TRAINING_CODE`, without
-    comments and docstrings: any change to code that could change a trained model changes
-    every model's cache key (so a stale model is never reused), while a reworded comment or
-    docstring does not."""
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
+    """Hash of :data:`TRAINING_CODE`: any change to code that could change every trained
+    model changes every model's cache key (so a stale model is never reused), while a
+    reworded comment or docstring does not."""
+    root = _package_root()
+    files: list[Path] = []
     for part in TRAINING_CODE:
         path = root / part
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for file in files:
-            tree = _without_docstrings(ast.parse(file.read_text(encoding="utf-8")))
-            digest.update(file.relative_to(root).as_posix().encode())
-            digest.update(ast.dump(tree).encode())
-    return digest.hexdigest()[:16]
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return _code_digest(files, root)
+
+
+def _sibling_imports(file: Path) -> set[Path]:
+    """The modules of ``file``'s own package that it imports (``from .x import ...``)."""
+    found = set()
+    for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names = [node.module] if node.module else [alias.name for alias in node.names]
+            found.update(file.parent / f"{name.split('.')[0]}.py" for name in names)
+    return {path for path in found if path.is_file()}
+
+
+@functools.lru_cache(maxsize=None)
+def model_code_version(backbone: str) -> str:
+    """Hash of the code of the registered network ``backbone``: the module that registers it
+    and, for a network of ``fkdlib.models``, every module of that package it imports,
+    directly or not (the package's ``__init__``, which only registers, excluded)."""
+    import inspect
+
+    from ..models.registry import MODELS
+
+    root = _package_root()
+    module = Path(inspect.getsourcefile(MODELS.get(backbone))).resolve()
+    return _code_digest(network_files(module, root), root)
+
+
+def network_files(module: Path, root: Path) -> list[Path]:
+    """``module`` and, when it lies in ``root``'s models package, the modules of that package
+    it imports directly or not, ``__init__`` excluded; sorted."""
+    files, pending = {module}, [module]
+    if module.parent == root / MODELS_PACKAGE:
+        while pending:
+            for imported in _sibling_imports(pending.pop()) - files:
+                if imported.name != "__init__.py":
+                    files.add(imported)
+                    pending.append(imported)
+    return sorted(files)
+
+
+def _backbones(content: Any) -> set[str]:
+    """Every backbone named in a spec dict, nested specs (teachers, parents) included."""
+    if isinstance(content, dict):
+        names = {content["backbone"]} if _is_spec_dict(content) else set()
+        return names.union(*(_backbones(v) for v in content.values()))
+    if isinstance(content, list):
+        return set().union(*(_backbones(v) for v in content))
+    return set()
 
 
 @dataclass(frozen=True)
@@ -119,6 +181,8 @@ class ModelSpec:
         content["zoo_format_version"] = ZOO_FORMAT_VERSION
         content["data_version"] = _data_version(self.data)
         content["code_version"] = training_code_version()
+        content["model_code"] = {name: model_code_version(name)
+                                 for name in sorted(_backbones(self.to_dict()))}
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
