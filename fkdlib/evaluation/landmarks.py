@@ -20,6 +20,32 @@ OUTER_EYE_CORNERS_68 = (36, 45)
 OUTER_EYE_CORNERS_51 = (36 - 17, 45 - 17)
 
 
+def _mirror_68() -> tuple[int, ...]:
+    pairs = [(i, 16 - i) for i in range(8)]  # jaw line
+    pairs += [(17, 26), (18, 25), (19, 24), (20, 23), (21, 22)]  # brows
+    pairs += [(31, 35), (32, 34)]  # nostrils (27-30 and 33 lie on the midline)
+    pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
+    pairs += [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]  # outer lips
+    pairs += [(60, 64), (61, 63), (65, 67)]  # inner lips
+    order = list(range(68))
+    for a, b in pairs:
+        order[a], order[b] = b, a
+    return tuple(order)
+
+
+# Point k of a face seen in a mirror is point MIRROR_68[k] of the face (iBUG 68-point scheme).
+MIRROR_68 = _mirror_68()
+MIRROR_51 = tuple(k - 17 for k in MIRROR_68[17:])
+
+
+def mirror_landmarks(points: Tensor, width: int, mirror: tuple[int, ...] = MIRROR_51) -> Tensor:
+    """The landmarks of the horizontally flipped images: ``x -> width - 1 - x`` (pixel centres
+    at integers) and left and right points swapped by ``mirror``."""
+    flipped = points[..., list(mirror), :].clone()
+    flipped[..., 0] = (width - 1) - flipped[..., 0]
+    return flipped
+
+
 def to_heatmap_coordinates(points: Tensor, stride: int) -> Tensor:
     """Image pixel coordinates -> heatmap pixel coordinates of a map ``stride`` times smaller."""
     return (points + 0.5) / stride - 0.5

@@ -46,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.transforms import random_hflip, to_float_image
+from ..data.transforms import hflip, hflip_mask, to_float_image
 from ..errors import ConfigError, FkdError
 from ..io import atomic_write_bytes
 from ..progress import progress
@@ -162,14 +162,24 @@ class _LoaderBatches:
             yield batch["image"], torch.as_tensor(batch["identity"])
 
 
-def _batches(dataset: Dataset, batch_size: int, num_workers: int):
+def _batches(dataset: Dataset, batch_size: int, num_workers: int,
+             targets: torch.Tensor | None = None):
+    """Batches of (images, identity labels), or of (images, ``targets`` rows) for a task that
+    learns something else (landmarks), which needs an in-memory dataset."""
     if len(dataset) < batch_size:
         raise ConfigError(f"the training set has {len(dataset)} samples, fewer than one batch "
                           f"of {batch_size}; lower batch_size or use more data")
     if hasattr(dataset, "images_u8"):
         images = torch.from_numpy(np.ascontiguousarray(dataset.images_u8()))
-        labels = torch.from_numpy(dataset_labels(dataset))
+        labels = torch.from_numpy(dataset_labels(dataset)) if targets is None else targets
+        if len(labels) != len(images):
+            raise ConfigError(f"the task gave {len(labels)} training targets for "
+                              f"{len(images)} images")
         return _InMemoryBatches(images, labels, batch_size)
+    if targets is not None:
+        raise ConfigError(f"{type(dataset).__name__} cannot give all its images at once "
+                          "(images_u8), which training on per-image targets needs; use an "
+                          "in-memory dataset such as SynthFace")
     return _LoaderBatches(dataset, batch_size, num_workers)
 
 
@@ -316,7 +326,12 @@ class Trainer:
 
     def _fit(self, dataset: Dataset, resume: bool) -> pd.DataFrame:
         config = self.config
-        batches = _batches(dataset, config.batch_size, config.num_workers)
+        # A task that learns per-image targets other than identities (FAN's landmarks) says
+        # which (training_targets) and how a horizontal flip moves them (flip_targets).
+        targets = getattr(self.task, "training_targets", None)
+        flip_targets = getattr(self.task, "flip_targets", None)
+        batches = _batches(dataset, config.batch_size, config.num_workers,
+                           None if targets is None else targets(dataset))
         steps_per_epoch = len(batches)
         total_steps = steps_per_epoch * config.epochs
         self.task.to(self.device)
@@ -341,7 +356,10 @@ class Trainer:
             bar = progress(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}")
             for step, (images, labels) in enumerate(batches.epoch(generator)):
                 if config.hflip:
-                    images = random_hflip(images, generator)
+                    flip = hflip_mask(images.shape[0], generator)
+                    images = hflip(images, flip)
+                    if flip_targets is not None:
+                        labels = flip_targets(labels, flip, images.shape[-1])
                 images = images.to(self.device, non_blocking=True)
                 if self.channels_last and images.dim() == 4:
                     images = images.contiguous(memory_format=torch.channels_last)

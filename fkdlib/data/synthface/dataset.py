@@ -185,6 +185,11 @@ class SynthFace(torch.utils.data.Dataset):
         """
         return self._rendered()["images"]
 
+    def landmarks68(self) -> np.ndarray:
+        """All 68 landmarks as one float array (N, 68, 2) in pixels, pixel centres at integers
+        (the dataset's own storage: copy it before writing to it)."""
+        return self._rendered()["landmarks68"]
+
     def _rendered(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
             self._arrays = self._load_or_render()

@@ -1,0 +1,111 @@
+"""FAN training on landmark heatmaps (fkdlib.training.landmarks): the mirror permutation, the
+flip of targets with the images, the loss, and a short training run that learns."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fkdlib.data.synthface import params as P
+from fkdlib.data.synthface.dataset import SynthFace
+from fkdlib.data.transforms import hflip, hflip_mask, random_hflip
+from fkdlib.evaluation.landmarks import (
+    MIRROR_51,
+    MIRROR_68,
+    landmark_heatmaps,
+    mirror_landmarks,
+    to_heatmap_coordinates,
+)
+from fkdlib.models.fan import FAN
+from fkdlib.training.landmarks import LandmarkTask
+from fkdlib.training.trainer import TrainConfig, Trainer
+
+
+def test_mirror_swaps_left_and_right_points_and_fixes_the_midline():
+    order = np.array(MIRROR_68)
+    assert sorted(order) == list(range(68)) and (order[order] == np.arange(68)).all()
+    assert (MIRROR_68[36], MIRROR_68[45], MIRROR_68[0], MIRROR_68[48]) == (45, 36, 16, 54)
+    assert [k for k in range(68) if MIRROR_68[k] == k] == [8, 27, 28, 29, 30, 33, 51, 57, 62, 66]
+    # SynthFace's mean face is symmetric: mirrored, it is itself
+    template = torch.as_tensor(P.MEAN_INNER_XY)
+    mirrored = template[list(MIRROR_51)] * torch.tensor([-1.0, 1.0])
+    torch.testing.assert_close(mirrored, template, atol=1e-9, rtol=0)
+
+
+def test_mirrored_landmarks_follow_the_flipped_pixels():
+    points = torch.tensor([[[2.0, 3.0]] + [[10.0, 20.0]] * 50])
+    flipped = mirror_landmarks(points, 64)
+    assert flipped[0, MIRROR_51[0], 0] == 61.0  # x -> 63 - x
+    torch.testing.assert_close(mirror_landmarks(flipped, 64), points)
+    image = torch.zeros(1, 1, 8, 8)
+    image[0, 0, 3, 2] = 1.0
+    row, col = divmod(int(hflip(image, torch.tensor([True]))[0, 0].argmax()), 8)
+    assert (col, row) == (7 - 2, 3)
+
+
+def test_random_hflip_draws_the_mask_it_always_drew():
+    images = torch.arange(6 * 4, dtype=torch.float32).view(6, 1, 1, 4)
+    expected_mask = torch.rand(6, generator=torch.Generator().manual_seed(5)) < 0.5
+    mask = hflip_mask(6, torch.Generator().manual_seed(5))
+    assert torch.equal(mask, expected_mask)
+    out = random_hflip(images, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(out[mask], images[mask].flip(-1))
+    torch.testing.assert_close(out[~mask], images[~mask])
+
+
+def _synthface(tmp_path, identities=4, images=8):
+    return SynthFace("train", identities, images, 64, difficulty="easy", aligned=False,
+                     cache_dir=tmp_path)
+
+
+def test_task_targets_flips_and_loss(tmp_path):
+    torch.manual_seed(0)
+    task = LandmarkTask(FAN(width=0.125, input_size=64), sigma=1.5)
+    data = _synthface(tmp_path, 2, 2)
+    targets = task.training_targets(data)
+    np.testing.assert_array_equal(targets.numpy(), data.landmarks68()[:, 17:])
+    flipped = task.flip_targets(targets, torch.tensor([True, False, False, True]), 64)
+    torch.testing.assert_close(flipped[1:3], targets[1:3])
+    torch.testing.assert_close(flipped[0], mirror_landmarks(targets[:1], 64)[0])
+    images = torch.randn(4, 3, 64, 64)
+    heatmaps = task.fan(images)
+    goal = landmark_heatmaps(to_heatmap_coordinates(targets, 4), 16, 1.5)
+    expected = (F.mse_loss(heatmaps[0], goal) + F.mse_loss(heatmaps[1], goal)) / 2
+    torch.testing.assert_close(task(images, targets)["heatmap_mse"], expected)
+
+
+def test_a_short_training_run_lowers_the_heatmap_loss(tmp_path):
+    torch.manual_seed(0)
+    task = LandmarkTask(FAN(width=0.125, input_size=64), sigma=1.5)
+    config = TrainConfig(epochs=4, batch_size=16, lr=1e-3, optimizer="adamw",
+                         weight_decay=0.0, schedule="constant", amp=False)
+    history = Trainer(task, config).fit(_synthface(tmp_path, 8, 8))
+    loss = history["loss_heatmap_mse"].to_numpy()
+    assert loss[-1] < 0.7 * loss[0]
+
+
+def test_fan_needs_landmarks_it_can_learn(tmp_path):
+    from fkdlib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="68 or the 51 internal points"):
+        LandmarkTask(FAN(width=0.125, num_landmarks=5, input_size=64)).training_targets(
+            _synthface(tmp_path, 1, 1))
+
+
+def test_per_image_targets_need_an_in_memory_dataset():
+    from fkdlib.errors import ConfigError
+
+    class Listed(torch.utils.data.Dataset):
+        def __len__(self):
+            return 32
+
+        def __getitem__(self, index):
+            return {"image": torch.zeros(3, 64, 64), "identity": 0}
+
+    class Targets(LandmarkTask):
+        def training_targets(self, dataset):
+            return torch.zeros(32, 51, 2)
+
+    task = Targets(FAN(width=0.125, input_size=64))
+    with pytest.raises(ConfigError, match="cannot give all its images at once"):
+        Trainer(task, TrainConfig(batch_size=16, amp=False)).fit(Listed())
