@@ -109,3 +109,28 @@ def test_per_image_targets_need_an_in_memory_dataset():
     task = Targets(FAN(width=0.125, input_size=64))
     with pytest.raises(ConfigError, match="cannot give all its images at once"):
         Trainer(task, TrainConfig(batch_size=16, amp=False)).fit(Listed())
+
+
+def test_the_zoo_trains_and_caches_a_fan(tmp_path):
+    from fkdlib.errors import ConfigError
+    from fkdlib.zoo import ModelSpec, get_or_train
+
+    spec = ModelSpec(
+        backbone="fan", head="", method="landmarks", method_kwargs={"sigma": 1.5},
+        backbone_kwargs={"width": 0.125, "input_size": 64},
+        data={"kind": "synthface", "split": "train", "num_identities": 4,
+              "images_per_identity": 8, "resolution": 64, "seed": 0, "difficulty": "easy",
+              "aligned": False},
+        train={"epochs": 2, "batch_size": 16, "lr": 1e-3, "optimizer": "adamw",
+               "weight_decay": 0.0, "schedule": "constant", "seed": 0},
+        profile="smoke", name="tiny FAN")
+    first = get_or_train(spec, cache_dir=tmp_path, log=lambda line: None)
+    assert not first.from_cache and isinstance(first.head, torch.nn.Identity)
+    assert "loss_heatmap_mse" in first.history.columns
+    again = get_or_train(spec, cache_dir=tmp_path, log=lambda line: None)
+    assert again.from_cache
+    for key, value in first.backbone.state_dict().items():
+        torch.testing.assert_close(again.backbone.state_dict()[key], value)
+    with pytest.raises(ConfigError, match="trains a FAN without a margin head"):
+        get_or_train(spec.replace(backbone="iresnet18", backbone_kwargs={
+            "input_size": 64, "width": 0.125}), cache_dir=tmp_path, log=lambda line: None)

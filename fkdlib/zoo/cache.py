@@ -145,7 +145,9 @@ class ModelSpec:
     training method and ``method_kwargs`` its settings (e.g. the teacher's spec and a loss
     weight); ``init_from`` is the spec of a model whose weights initialise this one (recursive
     distillation); ``monitors`` names the statistics recorded in the history after every epoch
-    (e.g. ``"target_angles"``, ArcFace's Fig. 4), which never change the weights.
+    (e.g. ``"target_angles"``, ArcFace's Fig. 4), which never change the weights. ``head=""``
+    means no margin head, for a network trained on other targets than identities (method
+    ``"landmarks"``: FAN on landmark heatmaps); its ``TrainedModel.head`` is an identity.
     """
 
     backbone: str
@@ -258,6 +260,8 @@ def build_untrained(spec: ModelSpec, num_classes: int) -> tuple[nn.Module, nn.Mo
 
     torch.manual_seed(int(spec.train.get("seed", 0)))
     backbone = create_model(spec.backbone, **spec.backbone_kwargs)
+    if not spec.head:  # a network trained on other targets than identities (FAN's landmarks)
+        return backbone, nn.Identity()
     head = create_head(spec.head, embedding_size=backbone.embedding_size,
                        num_classes=num_classes, **spec.head_kwargs)
     return backbone, head

@@ -18,6 +18,11 @@ cache_dir) -> task``.
 
 The teacher is cached in the same zoo folder as the student.
 
+``method="landmarks"`` (FAN-Face's alignment network, thesis ch. 3): the backbone is a
+:class:`~fkdlib.models.fan.FAN` (with ``head=""``) regressing landmark heatmaps on the
+dataset's landmarks; ``method_kwargs["sigma"]`` is the Gaussians' width in heatmap pixels
+(default 1).
+
 ``method="distill_unlabeled"`` (SRRL §4.2.2) takes the same keys plus ``"unlabeled"`` (a dataset
 spec whose images are used without labels) and the
 :class:`~fkdlib.distill.unlabeled.UnlabeledMixupDistiller` settings ``"unlabeled_weight"``,
@@ -35,6 +40,8 @@ from torch import nn
 from ..distill import Distiller, UnlabeledMixupDistiller, create_loss, default_weights, list_losses
 from ..errors import ConfigError
 from ..registry import Registry
+from ..models.fan import FAN
+from ..training.landmarks import LandmarkTask
 from ..training.trainer import ClassificationTask
 from .cache import DEFAULT_CACHE_DIR, ModelSpec, get_or_train
 
@@ -103,6 +110,23 @@ def build_classifier(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
                      ) -> ClassificationTask:
     """Zoo builder: backbone + head with cross-entropy (ArcFace Eq. 3 family)."""
     return ClassificationTask(backbone, head)
+
+
+@METHODS.register("landmarks")
+def build_landmark_task(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
+                        device: torch.device, cache_dir: str | Path = DEFAULT_CACHE_DIR
+                        ) -> LandmarkTask:
+    """Zoo builder: a :class:`LandmarkTask` for a FAN backbone (see the module doc)."""
+    kwargs = dict(spec.method_kwargs)
+    unknown = sorted(set(kwargs) - {"sigma"})
+    if unknown:
+        raise ConfigError(f"method 'landmarks' takes only 'sigma' in method_kwargs, got "
+                          f"{unknown}")
+    if not isinstance(backbone, FAN) or spec.head:
+        raise ConfigError(f"method 'landmarks' trains a FAN without a margin head "
+                          f"(backbone='fan', head=''), got backbone={spec.backbone!r}, "
+                          f"head={spec.head!r}")
+    return LandmarkTask(backbone, sigma=kwargs.get("sigma", 1.0))
 
 
 @METHODS.register("distill")
