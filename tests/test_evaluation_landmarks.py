@@ -3,6 +3,8 @@ computations."""
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -59,3 +61,33 @@ def test_nme_divides_the_mean_error_by_the_outer_eye_corner_distance():
     assert nme.item() == pytest.approx(5.0 / 51 / 40.0)
     with pytest.raises(ConfigError, match=r"\(batch, landmarks, 2\)"):
         normalised_mean_error(predicted[0], target[0])
+
+
+def test_predicted_landmarks_come_back_in_image_pixels():
+    from fkdlib.evaluation.landmarks import predict_landmarks
+
+    heat_points = torch.tensor([[[3.0, 5.0], [10.0, 2.0]], [[7.0, 7.0], [0.0, 12.0]]])
+
+    class Oracle(torch.nn.Module):  # answers with Gaussians at the known points
+        def forward(self, images):
+            index = images[:, 0, 0, 0].long()
+            return [landmark_heatmaps(heat_points[index], 16)]
+
+    images = torch.zeros(2, 3, 64, 64)
+    images[1] = 1.0
+    found = predict_landmarks(Oracle(), images, batch_size=1)
+    torch.testing.assert_close(found, to_image_coordinates(heat_points, 4))
+
+
+def test_nme_by_pose_groups_images_by_absolute_yaw():
+    from fkdlib.evaluation.landmarks import nme_by_pose
+
+    target = torch.zeros(3, 51, 2)
+    target[:, 19] = torch.tensor([0.0, 0.0])
+    target[:, 28] = torch.tensor([10.0, 0.0])  # inter-ocular 10 px
+    predicted = target.clone()
+    predicted[:, :, 0] += torch.tensor([1.0, 2.0, 3.0]).view(3, 1)  # every point 1, 2, 3 px off
+    table = nme_by_pose(predicted, target, np.array([-10.0, 45.0, -70.0])).set_index("pose")
+    assert list(table.index) == ["|yaw| 0-30", "|yaw| 30-60", "|yaw| >=60", "all"]
+    assert table["nme_percent"].tolist() == pytest.approx([10.0, 20.0, 30.0, 20.0])
+    assert table["images"].tolist() == [1, 1, 1, 3]

@@ -9,8 +9,12 @@ of stride ``s`` covers ``s x s`` image pixels per cell, so image point ``p`` sit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import ConfigError
 
@@ -127,3 +131,40 @@ def normalised_mean_error(predicted: Tensor, target: Tensor,
     right, left = eye_corners
     inter_ocular = (target[:, right] - target[:, left]).norm(dim=-1)
     return (predicted - target).norm(dim=-1).mean(-1) / inter_ocular
+
+
+@torch.no_grad()
+def predict_landmarks(fan: nn.Module, images: Tensor, stride: int = 4, batch_size: int = 64
+                      ) -> Tensor:
+    """Landmarks a heatmap network finds in ``images`` (float ``(B, 3, H, W)``), decoded from
+    its last stack (:func:`decode_heatmaps`) and returned in image pixels ``(B, N, 2)``."""
+    was_training = fan.training
+    fan.eval()
+    try:
+        found = [decode_heatmaps(fan(images[k:k + batch_size])[-1])
+                 for k in range(0, len(images), batch_size)]
+    finally:
+        fan.train(was_training)
+    return to_image_coordinates(torch.cat(found), stride)
+
+
+def nme_by_pose(predicted: Tensor, target: Tensor, yaw: np.ndarray,
+                edges: Sequence[float] = (30.0, 60.0),
+                eye_corners: tuple[int, int] = OUTER_EYE_CORNERS_51) -> pd.DataFrame:
+    """Mean NME (%) per bin of absolute yaw, and over all images: one row per bin with
+    ``pose`` (e.g. ``"30-60"``), ``images``, ``nme_percent`` and ``nme_sd_percent``."""
+    nme = normalised_mean_error(predicted, target, eye_corners).numpy() * 100.0
+    yaw = np.abs(np.asarray(yaw, dtype=float))
+    if len(yaw) != len(nme):
+        raise ConfigError(f"one yaw per image is needed, got {len(yaw)} for {len(nme)} images")
+    bounds = [0.0, *edges, np.inf]
+    rows = []
+    for low, high in zip(bounds[:-1], bounds[1:]):
+        chosen = nme[(yaw >= low) & (yaw < high)]
+        label = f"{low:g}-{high:g}" if np.isfinite(high) else f">={low:g}"
+        rows.append({"pose": f"|yaw| {label}", "images": len(chosen),
+                     "nme_percent": chosen.mean() if len(chosen) else np.nan,
+                     "nme_sd_percent": chosen.std(ddof=1) if len(chosen) > 1 else np.nan})
+    rows.append({"pose": "all", "images": len(nme), "nme_percent": nme.mean(),
+                 "nme_sd_percent": nme.std(ddof=1) if len(nme) > 1 else np.nan})
+    return pd.DataFrame(rows)
