@@ -374,3 +374,22 @@ def test_roc_figure_is_one_titled_roc_panel():
     assert ax.get_xlim() == pytest.approx((1e-4, 1.0))
     assert tuple(fig.get_size_inches()) == pytest.approx((6.0, 4.5))
     assert roc_figure({"a": (fpr, tpr)}, title=None).axes[0].get_title() == ""
+
+
+def test_landmark_figure_draws_the_found_and_true_points_on_each_face():
+    from fkdlib.report.figures import landmark_figure
+
+    images = np.zeros((3, 3, 16, 16), dtype=np.uint8)
+    found = np.random.default_rng(0).uniform(0, 15, (3, 51, 2))
+    truth = found + 1.0
+    fig = landmark_figure(images, found, truth, titles=["a", "b", "c"], ncols=2)
+    faces = [ax for ax in fig.axes if ax.images]
+    assert len(faces) == 3 and [ax.get_title() for ax in faces] == ["a", "b", "c"]
+    for k, ax in enumerate(faces):
+        true_dots, found_dots = ax.collections
+        np.testing.assert_allclose(true_dots.get_offsets(), truth[k])
+        np.testing.assert_allclose(found_dots.get_offsets(), found[k])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["true", "found"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="same B"):
+        landmark_figure(images, found[:2])

@@ -612,3 +612,39 @@ def plot_training_health(table: Any, gate: Any, colors: Mapping[str, str] | None
     fig.suptitle("Training health of every model and seed (shaded: fails the gate; hollow: a "
                  "run that fails it)", fontsize=11)
     return fig
+
+
+def landmark_figure(images_u8: Any, predicted: Any, target: Any | None = None,
+                    titles: Any | None = None, ncols: int = 6,
+                    panel_size: tuple[float, float] = (1.8, 2.0)) -> Figure:
+    """Faces with the landmarks a network found (filled dots) and, when given, the true ones
+    (hollow circles), e.g. FAN's predictions on SynthFace (FAN-Face, thesis ch. 3).
+
+    Args:
+        images_u8: ``(B, 3, H, W)`` uint8 images.
+        predicted, target: ``(B, N, 2)`` landmarks in pixels, pixel centres at integers.
+        titles: one short title per face (for example its yaw and NME).
+    """
+    images = np.asarray(images_u8)
+    predicted = np.asarray(predicted, dtype=float)
+    if images.ndim != 4 or images.shape[1] != 3 or predicted.shape[:1] != images.shape[:1]:
+        raise ValueError(f"need (B, 3, H, W) images and (B, N, 2) landmarks for the same B, got "
+                         f"{images.shape} and {predicted.shape}")
+    fig, axes = _panel_grid(len(images), ncols, panel_size)
+    for k, ax in enumerate(axes):
+        ax.imshow(images[k].transpose(1, 2, 0), interpolation="nearest")
+        if target is not None:
+            truth = np.asarray(target[k], dtype=float)
+            ax.scatter(truth[:, 0], truth[:, 1], s=14, facecolors="none",
+                       edgecolors="white", linewidths=0.8, label="true")
+        ax.scatter(predicted[k, :, 0], predicted[k, :, 1], s=5, color=PALETTE[1],
+                   label="found")
+        ax.set(xticks=[], yticks=[])
+        if titles is not None:
+            ax.set_title(str(titles[k]), fontsize=8)
+    if target is not None:
+        # a grey box, so that the white "true" circles show in the legend too
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2,
+                   fontsize=8, frameon=True, facecolor="0.35", edgecolor="0.35",
+                   framealpha=1.0, labelcolor="white")
+    return fig
