@@ -263,6 +263,20 @@ def test_smoke_profile_lists_are_small_but_complete():
     assert frame.loc["ijb", "lowest reportable FAR"] == pytest.approx(0.1)
 
 
+def test_unaligned_benchmark_crops_every_pool_the_same_way_and_keys_the_aligned_one_as_before():
+    aligned = face_benchmark("smoke", seed=0)
+    assert "aligned" not in aligned.train_data  # the zoo keys of notebooks 01-04 stay put
+    unaligned = face_benchmark("smoke", seed=0, aligned=False)
+    assert unaligned.train_data == {**aligned.train_data, "aligned": False}
+    assert not unaligned.pools["test"].aligned and not unaligned.pools["distractors"].aligned
+    # the same faces and pairs, framed differently
+    pd.testing.assert_frame_equal(unaligned.test_metadata, aligned.test_metadata)
+    np.testing.assert_array_equal(unaligned.verification["lfw"].protocol.rows,
+                                  aligned.verification["lfw"].protocol.rows)
+    assert not np.array_equal(unaligned.pools["test"].images_u8(),
+                              aligned.pools["test"].images_u8())
+
+
 def test_evaluate_records_the_pairs_identities_and_runs_average_over_seeds():
     bench = tiny_bench(num_identities=30, per_identity=4)
     ev = evaluate(MeanPool(4), bench, name="m")

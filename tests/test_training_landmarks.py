@@ -134,3 +134,97 @@ def test_the_zoo_trains_and_caches_a_fan(tmp_path):
     with pytest.raises(ConfigError, match="trains a FAN without a margin head"):
         get_or_train(spec.replace(backbone="iresnet18", backbone_kwargs={
             "input_size": 64, "width": 0.125}), cache_dir=tmp_path, log=lambda line: None)
+
+
+# ----------------------------------------------------------------------------- FAN-Face
+
+
+def _tiny_fan_spec(resolution=16):
+    from fkdlib.zoo import ModelSpec
+
+    return ModelSpec(
+        backbone="fan", head="", method="landmarks", method_kwargs={"sigma": 1.0},
+        backbone_kwargs={"width": 0.125, "depth": 2, "input_size": resolution},
+        data={"kind": "synthface", "split": "train", "num_identities": 4,
+              "images_per_identity": 4, "resolution": resolution, "seed": 0,
+              "difficulty": "easy", "aligned": False},
+        train={"epochs": 1, "batch_size": 8, "lr": 1e-3, "optimizer": "adamw",
+               "weight_decay": 0.0, "schedule": "constant", "seed": 0},
+        profile="smoke", name="tiny FAN")
+
+
+def _frn_spec(fan_spec, method, **options):
+    frn = {"depth": 18, "input_size": 16, "width": 0.125, "embedding_size": 8,
+           "fan_stacks": 2, "fan_width": 0.125, "fan_depth": 2, **options}
+    return fan_spec.replace(backbone="fan_face", head="cosface", backbone_kwargs=frn,
+                            head_kwargs={"s": 16.0, "m": 0.2}, method=method,
+                            method_kwargs={"fan": fan_spec.to_dict()}
+                            if method == "fan_guided" else {},
+                            train={"epochs": 1, "batch_size": 8, "lr": 0.05, "seed": 0},
+                            name="tiny FAN-Face")
+
+
+def test_fan_face_trains_on_the_zoos_fan_and_never_changes_it(tmp_path):
+    from fkdlib.zoo import get_or_train
+
+    quiet = {"cache_dir": tmp_path, "log": lambda line: None}
+    fan = get_or_train(_tiny_fan_spec(), **quiet)
+    face = get_or_train(_frn_spec(_tiny_fan_spec(), "fan_guided"), **quiet)
+    assert "loss_ce" in face.history.columns
+    for key, value in fan.backbone.state_dict().items():
+        torch.testing.assert_close(face.backbone.fan.state_dict()[key], value)
+    again = get_or_train(_frn_spec(_tiny_fan_spec(), "fan_guided"), **quiet)
+    assert again.from_cache
+    torch.testing.assert_close(again.backbone.fan.to_heatmaps[1].weight,
+                               fan.backbone.to_heatmaps[1].weight)
+
+
+def test_fan_face_refuses_a_fan_of_another_size_or_method(tmp_path):
+    from fkdlib.errors import ConfigError
+    from fkdlib.zoo import get_or_train
+
+    quiet = {"cache_dir": tmp_path, "log": lambda line: None}
+    wider = _frn_spec(_tiny_fan_spec(), "fan_guided", fan_width=0.25)
+    with pytest.raises(ConfigError, match="does not fit the FAN inside"):
+        get_or_train(wider, **quiet)
+    not_a_fan = _frn_spec(_tiny_fan_spec(), "fan_guided")
+    not_a_fan = not_a_fan.replace(method_kwargs={"fan": not_a_fan.replace(
+        method="classify", method_kwargs={}).to_dict()})
+    with pytest.raises(ConfigError, match="method 'landmarks'"):
+        get_or_train(not_a_fan, **quiet)
+    with pytest.raises(ConfigError, match="multitask=True"):
+        get_or_train(_frn_spec(_tiny_fan_spec(), "landmark_multitask"), **quiet)
+
+
+def test_multitask_targets_carry_identity_and_landmarks_and_flip_only_the_landmarks(tmp_path):
+    from fkdlib.heads import create_head
+    from fkdlib.models import create_model
+    from fkdlib.training.landmarks import MultitaskLandmarkTask
+
+    torch.manual_seed(0)
+    backbone = create_model("fan_face", depth=18, input_size=32, width=0.125, embedding_size=8,
+                            heatmaps="none", integration=None, multitask=True)
+    head = create_head("cosface", embedding_size=8, num_classes=4, s=16.0, m=0.2)
+    task = MultitaskLandmarkTask(backbone, head)
+    data = SynthFace("train", 4, 2, 32, difficulty="easy", aligned=False, cache_dir=tmp_path)
+    targets = task.training_targets(data)
+    assert targets.shape == (8, 1 + 2 * 51)
+    np.testing.assert_array_equal(targets[:, 0].numpy(), data.metadata["identity"].to_numpy())
+    np.testing.assert_array_equal(targets[:, 1:].reshape(8, 51, 2).numpy(),
+                                  data.landmarks68()[:, 17:])
+    flip = torch.tensor([True, False] * 4)
+    flipped = task.flip_targets(targets, flip, 32)
+    torch.testing.assert_close(flipped[:, 0], targets[:, 0])
+    torch.testing.assert_close(flipped[~flip], targets[~flip])
+    torch.testing.assert_close(flipped[0, 1:].reshape(51, 2),
+                               mirror_landmarks(targets[:1, 1:].reshape(1, 51, 2), 32)[0])
+    images = torch.randn(8, 3, 32, 32)
+    losses = task(images, targets)
+    features = backbone.forward_features(images)
+    labels = targets[:, 0].long()
+    ce = F.cross_entropy(head(features["embedding"], labels), labels)
+    # layer 4 is 2x2 at 32 px: a stride of 16 pixels per heatmap pixel
+    goal = landmark_heatmaps(to_heatmap_coordinates(targets[:, 1:].reshape(8, 51, 2), 16), 2)
+    torch.testing.assert_close(losses["ce"], ce)
+    torch.testing.assert_close(losses["heatmap_mse"], 0.1 * F.mse_loss(features["heatmaps"],
+                                                                       goal))

@@ -9,7 +9,7 @@ import pytest
 
 from fkdlib.cli import build_parser
 from fkdlib.evaluation.benchmark import face_benchmark
-from fkdlib.experiments import arcface, icd_face, srrl, vargfacenet
+from fkdlib.experiments import arcface, fan_face, icd_face, srrl, vargfacenet
 from fkdlib.profiles import get_profile, parse_overrides
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -31,6 +31,8 @@ def model_keys(name: str, overrides: dict) -> set[str]:
     profile = get_profile("default", **overrides)
     if name == "03_srrl":
         specs = srrl.specs(srrl.build_study(profile, 0))
+    elif name == "05_fan_face":
+        specs = fan_face.specs(face_benchmark(profile, 0, aligned=False))
     else:
         module = {"01_arcface": arcface, "02_vargfacenet": vargfacenet,
                   "04_icd_face": icd_face}[name]

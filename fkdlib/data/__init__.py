@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, MissingDataError
@@ -48,6 +49,17 @@ def _cifar(path: str, **options: Any) -> Dataset:
     from .formats import CIFARDataset
 
     return CIFARDataset(path, **options)
+
+
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """Integer labels of a dataset without loading images where the dataset allows it."""
+    meta = getattr(dataset, "metadata", None)
+    if meta is not None and "identity" in meta:
+        return np.array(meta["identity"], dtype=np.int64)
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return np.asarray(targets, dtype=np.int64)
+    return np.asarray([int(dataset[i]["identity"]) for i in range(len(dataset))], dtype=np.int64)
 
 
 def build_dataset(spec: dict[str, Any]) -> Dataset:

@@ -177,16 +177,18 @@ def lowest_reportable_far(evaluation: Evaluation, protocol: str) -> float:
     return MIN_NEGATIVES_ABOVE / max(1, evaluation.num_negatives(protocol))
 
 
-def _synthface_benchmark(profile: Profile, seed: int) -> FaceBenchmark:
+def _synthface_benchmark(profile: Profile, seed: int, aligned: bool = True) -> FaceBenchmark:
     from ..data.synthface import SynthFace
 
-    train_data = synthface_data_spec(profile, "train", seed)
-    test_spec = synthface_data_spec(profile, "test", seed)
+    # the specs name the crop only when it is not the aligned default, so keys stay put
+    crop = {} if aligned else {"aligned": False}
+    train_data = synthface_data_spec(profile, "train", seed, **crop)
+    test_spec = synthface_data_spec(profile, "test", seed, **crop)
     test = SynthFace(**{k: v for k, v in test_spec.items() if k != "kind"})
     distractors = SynthFace(split="test", num_identities=profile.identification_distractors,
                             images_per_identity=1, resolution=profile.resolution, seed=seed,
                             difficulty=profile.difficulty,
-                            identity_offset=profile.test_identities)
+                            identity_offset=profile.test_identities, aligned=aligned)
     train_meta = SynthFace(**{k: v for k, v in train_data.items() if k != "kind"}).metadata
     meta = test.metadata
     check_identity_disjoint(train_meta, meta, names=("train", "test"))
@@ -263,19 +265,25 @@ def _add_eval_sets(bench: FaceBenchmark, eval_sets: Sequence[str]) -> FaceBenchm
 
 
 def face_benchmark(profile: str | Profile = "default", seed: int = 0,
-                   data: str = "synthface", eval_sets: str = "") -> FaceBenchmark:
+                   data: str = "synthface", eval_sets: str = "",
+                   aligned: bool = True) -> FaceBenchmark:
     """Build the benchmark a notebook trains and evaluates on: ``data`` is ``"synthface"``,
     ``"rec:DIR"`` or ``"folder:DIR"`` (module docstring); ``eval_sets`` adds evaluation-only
-    real sets (``"lfw"``: the official LFW pairs through scikit-learn)."""
+    real sets (``"lfw"``: the official LFW pairs through scikit-learn). ``aligned=False``
+    gives SynthFace's unaligned crops (face boxes with jitter in scale and position, as a
+    detector gives them; FAN-Face's input); real data is used as its files give it."""
     from .sources import parse_eval_sets
 
     profile = get_profile(profile)
     extra = parse_eval_sets(eval_sets)
     spec = parse_data_arg(data)
     if spec["kind"] == "synthface":
-        bench = _synthface_benchmark(profile, seed)
+        bench = _synthface_benchmark(profile, seed, aligned)
     elif spec["kind"] in ("recordio", "folder"):
         bench = _real_benchmark(profile, seed, spec)
+        if not aligned:
+            bench.notes.append("the faces are used as the data gives them (aligned=False "
+                               "chooses SynthFace's unaligned crops only)")
     else:
         raise ConfigError(f"data={data!r}: face notebooks need 'synthface', 'rec:DIR' (insightface "
                           "train.rec and .bin files) or 'folder:DIR' (DIR/train/<identity>/)")

@@ -211,7 +211,7 @@ def training_images(dataset: Any, max_images: int = MAX_HEALTH_IMAGES, seed: int
     """uint8 images and labels of a training set for :func:`training_health`: all of an
     in-memory dataset (``images_u8()``), else ``max_images`` drawn with ``seed`` and read one
     by one (real data on disk, e.g. a ``.rec`` of millions of faces)."""
-    from ..training.trainer import dataset_labels
+    from ..data import dataset_labels
 
     labels = dataset_labels(dataset)
     if hasattr(dataset, "images_u8"):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .fan import FAN, FanFeatures
+from .fan import FAN, HOURGLASS_DEPTH, STEM_STRIDE, FanFeatures
 from .fan_integration import INTEGRATION_LAYERS, GatedIntegration
 from .iresnet import IBasicBlock, IResNet
 from .registry import register_model
@@ -163,14 +163,18 @@ def fan_face(*, depth: int = 34, input_size: int = 112, width: float = 1.0,
              embedding_size: int = 512, dropout: float = 0.0, heatmaps: str = "h2",
              integration: str | None = "basic", connectivity: str = "1-1",
              fan_half: str = "h2l", multitask: bool = False, fan_stacks: int = 2,
-             fan_width: float = 1.0, num_landmarks: int = 51) -> FanFace:
+             fan_width: float = 1.0, fan_depth: int = HOURGLASS_DEPTH,
+             num_landmarks: int = 51) -> FanFace:
     """FAN-Face on IResNet-``depth`` (18, 34 or 50) with an untrained FAN of ``fan_stacks``
-    stacks and ``fan_width``; load the trained FAN's weights into ``.fan`` before training."""
+    stacks, ``fan_width`` and hourglasses of ``fan_depth`` levels, which sees the image
+    up-sampled to the next multiple of its input multiple (4 x 2**fan_depth); load the trained
+    FAN's weights into ``.fan`` before training (the zoo's ``"fan_guided"`` method does)."""
     if depth not in IRESNET_DEPTHS:
         raise ConfigError(f"depth must be one of {sorted(IRESNET_DEPTHS)}, got {depth!r}")
     uses_fan = heatmaps != "none" or integration is not None
-    fan = FAN(stacks=fan_stacks, num_landmarks=num_landmarks, width=fan_width,
-              input_size=max(64, -(-input_size // 64) * 64)) if uses_fan else None
+    multiple = STEM_STRIDE * 2 ** fan_depth
+    fan = FAN(stacks=fan_stacks, num_landmarks=num_landmarks, width=fan_width, depth=fan_depth,
+              input_size=-(-input_size // multiple) * multiple) if uses_fan else None
     return FanFace(IRESNET_DEPTHS[depth], fan, heatmaps=heatmaps, integration=integration,
                    connectivity=connectivity, fan_half=fan_half, multitask=multitask,
                    num_landmarks=num_landmarks, input_size=input_size, width=width,

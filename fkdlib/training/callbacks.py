@@ -70,7 +70,7 @@ class TargetAngleMonitor:
     @classmethod
     def from_dataset(cls, dataset, num_samples: int = 512, seed: int = 0) -> TargetAngleMonitor:
         """A fixed random sample of a dataset that exposes ``images_u8()`` and ``metadata``."""
-        from .trainer import dataset_labels
+        from ..data import dataset_labels
 
         labels = dataset_labels(dataset)
         rng = np.random.default_rng(seed)

@@ -1,7 +1,14 @@
-"""Training a face-alignment network on landmark heatmaps (FAN, Bulat & Tzimiropoulos, ICCV
-2017): every stack's heatmaps regress Gaussian targets at the landmarks with a mean squared
-error (intermediate supervision), the way FAN-Face's alignment network (thesis ch. 3) is
-trained, here on SynthFace's landmarks."""
+"""Training on landmark heatmaps.
+
+:class:`LandmarkTask`: a face-alignment network (FAN, Bulat & Tzimiropoulos, ICCV 2017) whose
+every stack regresses Gaussian targets at the landmarks with a mean squared error
+(intermediate supervision), the way FAN-Face's alignment network (thesis ch. 3) is trained,
+here on SynthFace's landmarks.
+
+:class:`MultitaskLandmarkTask`: FAN-Face's multi-task baseline (thesis Sec. 3.4, AS7): a
+recognition network trained with its margin head's cross-entropy plus 0.1 x the L2 loss of a
+heatmap head after its last stage.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ..data import dataset_labels
 from ..errors import ConfigError
 from ..evaluation.landmarks import (
     MIRROR_51,
@@ -21,6 +29,27 @@ from ..evaluation.landmarks import (
 from ..models.fan import FAN, STEM_STRIDE
 
 FIRST_INTERNAL_POINT = 17  # the 51 internal points are iBUG points 17..67
+
+
+def dataset_landmarks(dataset: Dataset, num_landmarks: int) -> Tensor:
+    """``(N, num_landmarks, 2)`` pixel landmarks of every image of a dataset that gives its
+    68-point landmarks at once (``landmarks68()``, as SynthFace does): all 68, or the 51
+    internal points FAN-Face uses (iBUG points 17-67)."""
+    landmarks = getattr(dataset, "landmarks68", None)
+    if landmarks is None:
+        raise ConfigError(f"{type(dataset).__name__} has no landmarks68(); landmark training "
+                          "needs a dataset with 68-point landmarks, such as SynthFace")
+    points = torch.as_tensor(landmarks(), dtype=torch.float32)
+    if num_landmarks == 51:
+        return points[:, FIRST_INTERNAL_POINT:].contiguous()
+    if num_landmarks != 68:
+        raise ConfigError(f"{num_landmarks} heatmaps cannot learn the 68-point landmarks; use "
+                          "68 or the 51 internal points")
+    return points.contiguous()
+
+
+def _mirror_for(num_landmarks: int) -> tuple[int, ...]:
+    return MIRROR_51 if num_landmarks == 51 else MIRROR_68
 
 
 class LandmarkTask(nn.Module):
@@ -37,23 +66,13 @@ class LandmarkTask(nn.Module):
 
     def training_targets(self, dataset: Dataset) -> Tensor:
         """The landmarks the FAN learns, from a dataset that gives all of them at once."""
-        landmarks = getattr(dataset, "landmarks68", None)
-        if landmarks is None:
-            raise ConfigError(f"{type(dataset).__name__} has no landmarks68(); the FAN trains "
-                              "on a dataset with 68-point landmarks, such as SynthFace")
-        points = torch.as_tensor(landmarks(), dtype=torch.float32)
-        if self.fan.num_landmarks == 51:
-            points = points[:, FIRST_INTERNAL_POINT:]
-        elif self.fan.num_landmarks != 68:
-            raise ConfigError(f"a FAN with {self.fan.num_landmarks} heatmaps cannot learn the "
-                              "68-point landmarks; use 68 or the 51 internal points")
-        return points.contiguous()
+        return dataset_landmarks(dataset, self.fan.num_landmarks)
 
     def flip_targets(self, landmarks: Tensor, flipped: Tensor, width: int) -> Tensor:
         """The landmarks after the trainer flipped the images where ``flipped`` holds."""
-        mirror = MIRROR_51 if self.fan.num_landmarks == 51 else MIRROR_68
         out = landmarks.clone()
-        out[flipped] = mirror_landmarks(landmarks[flipped], width, mirror)
+        out[flipped] = mirror_landmarks(landmarks[flipped], width,
+                                        _mirror_for(self.fan.num_landmarks))
         return out
 
     def forward(self, images: Tensor, landmarks: Tensor) -> dict[str, Tensor]:
@@ -63,3 +82,57 @@ class LandmarkTask(nn.Module):
                                    self.sigma)
         loss = sum(F.mse_loss(h, target) for h in heatmaps) / len(heatmaps)
         return {"heatmap_mse": loss}
+
+
+MULTITASK_WEIGHT = 0.1  # thesis Sec. 3.4: the heatmap L2 loss weighted by 0.1
+
+
+class MultitaskLandmarkTask(nn.Module):
+    """Recognition plus landmark heatmaps from one network (FAN-Face's AS7 baseline).
+
+    ``backbone.forward_features`` must return ``"embedding"`` and ``"heatmaps"`` (a
+    :class:`~fkdlib.models.fan_face.FanFace` with ``multitask=True``). The training target of
+    an image is one row: its identity, then its landmarks' x, y in pixels
+    (:meth:`training_targets`), so the trainer batches and flips them together.
+    ``forward`` returns ``{"ce": ..., "heatmap_mse": weight x MSE}``, the MSE between the
+    predicted heatmaps and Gaussians of ``sigma`` heatmap pixels at the landmarks.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, num_landmarks: int = 51,
+                 weight: float = MULTITASK_WEIGHT, sigma: float = 1.0) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.num_landmarks = int(num_landmarks)
+        self.weight, self.sigma = float(weight), float(sigma)
+
+    def training_targets(self, dataset: Dataset) -> Tensor:
+        """``(N, 1 + 2 x num_landmarks)``: identity (exact in float32 below 2**24), then the
+        landmarks' x, y."""
+        labels = torch.from_numpy(dataset_labels(dataset)).to(torch.float32)
+        if labels.numel() and int(labels.max()) >= 2 ** 24:
+            raise ConfigError("more than 2**24 identities cannot share a float32 target row")
+        points = dataset_landmarks(dataset, self.num_landmarks)
+        return torch.cat([labels[:, None], points.flatten(1)], 1)
+
+    def _split(self, targets: Tensor) -> tuple[Tensor, Tensor]:
+        return targets[:, 0].long(), targets[:, 1:].reshape(len(targets), self.num_landmarks, 2)
+
+    def flip_targets(self, targets: Tensor, flipped: Tensor, width: int) -> Tensor:
+        """The rows after the trainer flipped the images where ``flipped`` holds (labels
+        kept, landmarks mirrored)."""
+        _, points = self._split(targets)
+        out = targets.clone()
+        out[flipped, 1:] = mirror_landmarks(points[flipped], width,
+                                            _mirror_for(self.num_landmarks)).flatten(1)
+        return out
+
+    def forward(self, images: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        labels, points = self._split(targets)
+        features = self.backbone.forward_features(images)
+        logits = self.head(features["embedding"], labels)
+        heatmaps = features["heatmaps"]
+        stride = images.shape[-1] / heatmaps.shape[-1]
+        target = landmark_heatmaps(to_heatmap_coordinates(points, stride),
+                                   heatmaps.shape[-1], self.sigma)
+        return {"ce": F.cross_entropy(logits, labels),
+                "heatmap_mse": self.weight * F.mse_loss(heatmaps, target)}

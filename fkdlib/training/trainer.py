@@ -46,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ..data import dataset_labels
 from ..data.transforms import hflip, hflip_mask, to_float_image
 from ..errors import ConfigError, FkdError
 from ..io import atomic_write_bytes
@@ -117,17 +118,6 @@ class ClassificationTask(nn.Module):
 
 def _mix_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
-def dataset_labels(dataset: Dataset) -> np.ndarray:
-    """Integer labels of a dataset without loading images where the dataset allows it."""
-    meta = getattr(dataset, "metadata", None)
-    if meta is not None and "identity" in meta:
-        return np.array(meta["identity"], dtype=np.int64)
-    targets = getattr(dataset, "targets", None)
-    if targets is not None:
-        return np.asarray(targets, dtype=np.int64)
-    return np.asarray([int(dataset[i]["identity"]) for i in range(len(dataset))], dtype=np.int64)
 
 
 class _InMemoryBatches:

@@ -23,6 +23,17 @@ The teacher is cached in the same zoo folder as the student.
 dataset's landmarks; ``method_kwargs["sigma"]`` is the Gaussians' width in heatmap pixels
 (default 1).
 
+``method="fan_guided"`` (FAN-Face, thesis ch. 3): the backbone is a
+:class:`~fkdlib.models.fan_face.FanFace` whose frozen FAN is the trained FAN of
+``method_kwargs["fan"]`` (a ``"landmarks"`` ModelSpec as a dict, trained or loaded through
+:func:`fkdlib.zoo.get_or_train` and cached in the same zoo); the recognition network then
+trains with cross-entropy through its margin head.
+
+``method="landmark_multitask"`` (FAN-Face's multi-task baseline): a ``FanFace`` with
+``multitask=True`` trained with cross-entropy plus ``method_kwargs["weight"]`` (default 0.1)
+times the L2 loss of its heatmap head on the dataset's landmarks (Gaussians of
+``method_kwargs["sigma"]`` heatmap pixels, default 1).
+
 ``method="distill_unlabeled"`` (SRRL §4.2.2) takes the same keys plus ``"unlabeled"`` (a dataset
 spec whose images are used without labels) and the
 :class:`~fkdlib.distill.unlabeled.UnlabeledMixupDistiller` settings ``"unlabeled_weight"``,
@@ -41,7 +52,8 @@ from ..distill import Distiller, UnlabeledMixupDistiller, create_loss, default_w
 from ..errors import ConfigError
 from ..registry import Registry
 from ..models.fan import FAN
-from ..training.landmarks import LandmarkTask
+from ..models.fan_face import FanFace
+from ..training.landmarks import MULTITASK_WEIGHT, LandmarkTask, MultitaskLandmarkTask
 from ..training.trainer import ClassificationTask
 from .cache import DEFAULT_CACHE_DIR, ModelSpec, get_or_train
 
@@ -52,12 +64,18 @@ _UNLABELED_KEYS = {"unlabeled", "unlabeled_weight", "mixup_weight", "mixup_alpha
                    "temperature", "seed"}
 
 
-def _check_keys(spec: ModelSpec, allowed: set[str]) -> dict[str, Any]:
+def _method_kwargs(spec: ModelSpec, allowed: set[str]) -> dict[str, Any]:
     kwargs = dict(spec.method_kwargs)
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise ConfigError(f"method {spec.method!r} of {spec.name or spec.backbone!r} does not "
-                          f"take {unknown}; its method_kwargs are: {', '.join(sorted(allowed))}")
+                          f"take {unknown}; its method_kwargs are: "
+                          f"{', '.join(sorted(allowed)) or 'none'}")
+    return kwargs
+
+
+def _check_keys(spec: ModelSpec, allowed: set[str]) -> dict[str, Any]:
+    kwargs = _method_kwargs(spec, allowed)
     if "teacher" not in kwargs:
         raise ConfigError(f"method {spec.method!r} needs method_kwargs['teacher'], the "
                           "teacher's ModelSpec.to_dict()")
@@ -117,16 +135,57 @@ def build_landmark_task(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
                         device: torch.device, cache_dir: str | Path = DEFAULT_CACHE_DIR
                         ) -> LandmarkTask:
     """Zoo builder: a :class:`LandmarkTask` for a FAN backbone (see the module doc)."""
-    kwargs = dict(spec.method_kwargs)
-    unknown = sorted(set(kwargs) - {"sigma"})
-    if unknown:
-        raise ConfigError(f"method 'landmarks' takes only 'sigma' in method_kwargs, got "
-                          f"{unknown}")
+    kwargs = _method_kwargs(spec, {"sigma"})
     if not isinstance(backbone, FAN) or spec.head:
         raise ConfigError(f"method 'landmarks' trains a FAN without a margin head "
                           f"(backbone='fan', head=''), got backbone={spec.backbone!r}, "
                           f"head={spec.head!r}")
     return LandmarkTask(backbone, sigma=kwargs.get("sigma", 1.0))
+
+
+@METHODS.register("fan_guided")
+def build_fan_guided(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
+                     device: torch.device, cache_dir: str | Path = DEFAULT_CACHE_DIR
+                     ) -> ClassificationTask:
+    """Zoo builder: FAN-Face's recognition network with the trained FAN of
+    ``method_kwargs["fan"]`` loaded into its frozen ``fan`` (see the module doc)."""
+    kwargs = _method_kwargs(spec, {"fan"})
+    if not isinstance(backbone, FanFace) or backbone.fan is None:
+        raise ConfigError(f"method 'fan_guided' trains a FAN-Face network that uses a FAN "
+                          f"(backbone='fan_face' with heatmaps or integration), got "
+                          f"{spec.backbone!r} {dict(spec.backbone_kwargs)}")
+    if "fan" not in kwargs:
+        raise ConfigError("method 'fan_guided' needs method_kwargs['fan'], the FAN's "
+                          "ModelSpec.to_dict() (method 'landmarks')")
+    fan_spec = ModelSpec.from_dict(kwargs["fan"])
+    if fan_spec.method != "landmarks":
+        raise ConfigError(f"method_kwargs['fan'] must be a FAN trained with method "
+                          f"'landmarks', got method {fan_spec.method!r}")
+    trained = get_or_train(fan_spec, cache_dir, device).backbone
+    ours = {k: tuple(v.shape) for k, v in backbone.fan.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in trained.state_dict().items()}
+    if ours != theirs:
+        raise ConfigError(
+            f"the trained FAN ({fan_spec.name or 'fan'}: {dict(fan_spec.backbone_kwargs)}) does "
+            f"not fit the FAN inside {spec.name or spec.backbone!r}: give fan_face the same "
+            "fan_stacks, fan_width, fan_depth and num_landmarks as the FAN spec")
+    backbone.fan.load_state_dict(trained.state_dict())
+    backbone.fan.requires_grad_(False).eval()
+    return ClassificationTask(backbone, head)
+
+
+@METHODS.register("landmark_multitask")
+def build_landmark_multitask(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
+                             device: torch.device, cache_dir: str | Path = DEFAULT_CACHE_DIR
+                             ) -> MultitaskLandmarkTask:
+    """Zoo builder: FAN-Face's multi-task baseline (see the module doc)."""
+    kwargs = _method_kwargs(spec, {"weight", "sigma"})
+    if not isinstance(backbone, FanFace) or not backbone.multitask:
+        raise ConfigError(f"method 'landmark_multitask' trains backbone='fan_face' with "
+                          f"multitask=True, got {spec.backbone!r} {dict(spec.backbone_kwargs)}")
+    return MultitaskLandmarkTask(backbone, head, backbone.landmark_head.out_channels,
+                                 weight=kwargs.get("weight", MULTITASK_WEIGHT),
+                                 sigma=kwargs.get("sigma", 1.0))
 
 
 @METHODS.register("distill")
