@@ -126,17 +126,34 @@ class FanFace(IResNet):
             return maps
         return F.interpolate(maps, size=(side, side), mode="bilinear", align_corners=False)
 
-    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+    def fan_outputs(self, x: Tensor) -> FanFeatures:
+        """What the frozen FAN gives this network for images ``x``: its last stack's heatmaps
+        (when heatmaps are stacked) and the maps of the half it integrates (when it
+        integrates), computed without gradient; what :meth:`forward_features` takes as
+        ``fan_features`` to skip the FAN (a training bank computes them once per image)."""
+        if self.fan is None:
+            raise ConfigError("this network uses no FAN (the multi-task baseline)")
+        full = self._fan_features(x)
+        keep_maps = self.integration is not None
+        return FanFeatures(
+            heatmaps=[full.heatmaps[-1]] if self.heatmaps != "none" else [],
+            high_to_low=full.high_to_low if keep_maps and self.fan_half == "h2l" else {},
+            low_to_high=full.low_to_high if keep_maps and self.fan_half == "l2h" else {})
+
+    def forward_features(self, x: Tensor, fan_features: FanFeatures | None = None
+                         ) -> dict[str, Tensor]:
         """As :meth:`IResNet.forward_features`, plus ``"fan_heatmaps"`` (the FAN's last stack)
-        when a FAN is used, or ``"heatmaps"`` (the multi-task head's prediction)."""
+        when heatmaps are stacked, or ``"heatmaps"`` (the multi-task head's prediction).
+        ``fan_features`` (:meth:`fan_outputs` of the same images) skips the FAN."""
         self.check_input(x)
         features: dict[str, Tensor] = {}
-        fan = self._fan_features(x) if self.fan is not None else None
+        fan = None
+        if self.fan is not None:
+            fan = fan_features if fan_features is not None else self.fan_outputs(x)
         inputs = x
-        if fan is not None:
+        if fan is not None and self.heatmaps != "none":
             features["fan_heatmaps"] = fan.heatmaps[-1]
-            if self.heatmaps != "none":
-                inputs = torch.cat([x, self._resized(fan.heatmaps[-1], x.shape[-1])], 1)
+            inputs = torch.cat([x, self._resized(fan.heatmaps[-1], x.shape[-1])], 1)
         half = None if fan is None else (fan.high_to_low if self.fan_half == "h2l"
                                          else fan.low_to_high)
         out = features["stem"] = self.forward_stem(inputs)

@@ -27,7 +27,8 @@ dataset's landmarks; ``method_kwargs["sigma"]`` is the Gaussians' width in heatm
 :class:`~fkdlib.models.fan_face.FanFace` whose frozen FAN is the trained FAN of
 ``method_kwargs["fan"]`` (a ``"landmarks"`` ModelSpec as a dict, trained or loaded through
 :func:`fkdlib.zoo.get_or_train` and cached in the same zoo); the recognition network then
-trains with cross-entropy through its margin head.
+trains with cross-entropy through its margin head, the FAN's outputs taken from a bank
+computed once (:class:`~fkdlib.training.fan_guided.FanGuidedTask`).
 
 ``method="landmark_multitask"`` (FAN-Face's multi-task baseline): a ``FanFace`` with
 ``multitask=True`` trained with cross-entropy plus ``method_kwargs["weight"]`` (default 0.1)
@@ -53,6 +54,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 from ..models.fan import FAN
 from ..models.fan_face import FanFace
+from ..training.fan_guided import FanGuidedTask
 from ..training.landmarks import MULTITASK_WEIGHT, LandmarkTask, MultitaskLandmarkTask
 from ..training.trainer import ClassificationTask
 from .cache import DEFAULT_CACHE_DIR, ModelSpec, get_or_train
@@ -146,7 +148,7 @@ def build_landmark_task(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
 @METHODS.register("fan_guided")
 def build_fan_guided(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
                      device: torch.device, cache_dir: str | Path = DEFAULT_CACHE_DIR
-                     ) -> ClassificationTask:
+                     ) -> FanGuidedTask:
     """Zoo builder: FAN-Face's recognition network with the trained FAN of
     ``method_kwargs["fan"]`` loaded into its frozen ``fan`` (see the module doc)."""
     kwargs = _method_kwargs(spec, {"fan"})
@@ -171,7 +173,7 @@ def build_fan_guided(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
             "fan_stacks, fan_width, fan_depth and num_landmarks as the FAN spec")
     backbone.fan.load_state_dict(trained.state_dict())
     backbone.fan.requires_grad_(False).eval()
-    return ClassificationTask(backbone, head)
+    return FanGuidedTask(backbone, head)
 
 
 @METHODS.register("landmark_multitask")
