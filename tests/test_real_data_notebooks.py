@@ -18,7 +18,7 @@ import pytest
 from fkdlib.experiments.arcface import ANGLES_UNAVAILABLE
 from fkdlib.experiments.srrl import REPRESENTATION_UNAVAILABLE
 
-NOTEBOOKS = ("01_arcface", "02_vargfacenet", "03_srrl", "04_icd_face")
+NOTEBOOKS = ("01_arcface", "02_vargfacenet", "03_srrl", "04_icd_face", "05_fan_face")
 SOURCES = ("rec", "folder", "photos", "synthface+lfw")
 # What the suite runs by default (each kind of files once; 03, which reads the most
 # SynthFace-only ground truth, on real files). Every case takes minutes: the others run with
