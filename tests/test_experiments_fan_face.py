@@ -61,17 +61,18 @@ def bench():
                          pools={}, verification={})
 
 
-def test_fan_depth_halves_the_quarter_resolution_map_down_to_one_pixel():
-    # 16 px: 4x4 after the stem, 2 levels; 32 px: 3 (8 -> 1); 64 px: 4; 112 px: the published 4
-    assert [exp.fan_depth(side) for side in (8, 16, 32, 64, 112, 128)] == [1, 2, 3, 4, 4, 4]
-    with pytest.raises(ConfigError, match="at least 8 px"):
-        exp.fan_depth(4)
+def test_the_fan_sees_faces_at_twice_the_frns_side_in_multiples_of_64():
+    # 112 px faces: the published FAN's 256 px
+    assert [exp.fan_input_size(side) for side in (16, 32, 48, 64, 112)] == [64, 64, 128, 128,
+                                                                           256]
+    with pytest.raises(ConfigError, match="positive integer"):
+        exp.fan_input_size(0)
 
 
 def test_the_fan_is_twice_the_frns_width_on_synthfaces_unaligned_faces(bench):
     fan = exp.fan_spec(bench)
     assert (fan.backbone, fan.head, fan.method) == ("fan", "", "landmarks")
-    assert fan.backbone_kwargs == {"stacks": 2, "width": 0.25, "depth": 3, "input_size": 32,
+    assert fan.backbone_kwargs == {"stacks": 2, "width": 0.25, "depth": 4, "input_size": 64,
                                    "num_landmarks": 51}
     assert fan.method_kwargs == {"sigma": 1.0}
     assert fan.data == synthface_data_spec(bench.profile, "train", 2, aligned=False)
@@ -97,7 +98,7 @@ def test_variants_differ_only_in_what_they_take_from_the_fan(bench):
     assert face.backbone_kwargs == {
         "input_size": 32, "width": 0.125, "embedding_size": 128, "depth": 18, "heatmaps": "h2",
         "integration": "basic", "connectivity": "1-1", "fan_half": "h2l", "fan_stacks": 2,
-        "fan_width": 0.25, "fan_depth": 3, "num_landmarks": 51}
+        "fan_width": 0.25, "fan_depth": 4, "fan_input_size": 64, "num_landmarks": 51}
     for name, spec in specs.items():
         assert spec.train == base.train and spec.data == base.data
     changed = {name: {k: v for k, v in spec.backbone_kwargs.items()

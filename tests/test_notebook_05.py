@@ -26,8 +26,10 @@ def test_notebook_05_runs_on_the_smoke_profile(smoke_notebook, tmp_path):
     fan_nme = pd.read_csv(results / "fan_nme.csv").set_index("pose")
     assert fan_nme.loc["all", "images"] == 30 * 12
     assert (fan_nme["mean-shape nme_percent"].dropna() > 0).all()
-    by_pose = pd.read_csv(results / "accuracy_by_pose.csv")
+    by_pose = pd.read_csv(results / "accuracy_by_pose_lfw.csv")
     assert by_pose.pairs.sum() == 120 and set(variants) <= set(by_pose.columns)
+    frontal_profile = pd.read_csv(results / "accuracy_by_pose_cfp_fp.csv")
+    assert frontal_profile.pairs.sum() == 140 and set(frontal_profile["max |yaw|"]) == {"45-60°"}
     complexity = pd.read_csv(results / "complexity.csv")
     assert set(complexity.network) == {"ResNet34", "ResNet50"}
     assert list(pd.read_csv(results / "training_health.csv").model.unique()) == variants

@@ -12,9 +12,12 @@ from fkdlib.data.transforms import hflip, hflip_mask, random_hflip
 from fkdlib.evaluation.landmarks import (
     MIRROR_51,
     MIRROR_68,
+    decode_heatmaps,
     landmark_heatmaps,
     mirror_landmarks,
+    predict_landmarks,
     to_heatmap_coordinates,
+    to_image_coordinates,
 )
 from fkdlib.models.fan import FAN
 from fkdlib.training.landmarks import LandmarkTask
@@ -228,3 +231,24 @@ def test_multitask_targets_carry_identity_and_landmarks_and_flip_only_the_landma
     torch.testing.assert_close(losses["ce"], ce)
     torch.testing.assert_close(losses["heatmap_mse"], 0.1 * F.mse_loss(features["heatmaps"],
                                                                        goal))
+
+
+def test_a_fan_larger_than_the_images_learns_their_landmarks_at_its_own_side(tmp_path):
+    torch.manual_seed(0)
+    task = LandmarkTask(FAN(width=0.125, input_size=64), sigma=1.0)
+    data = SynthFace("train", 2, 2, 32, difficulty="easy", aligned=False, cache_dir=tmp_path)
+    targets = task.training_targets(data)
+    images = torch.randn(4, 3, 32, 32)
+    up = F.interpolate(images, size=(64, 64), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(task.fan.resized(images), up)
+    assert task.fan.resized(up) is up
+    heatmaps = task.fan(up)
+    # 32 px landmarks on 16x16 heatmaps of a 64 px input: 2 image pixels per heatmap pixel
+    goal = landmark_heatmaps(to_heatmap_coordinates(targets, 2), 16, 1.0)
+    expected = (F.mse_loss(heatmaps[0], goal) + F.mse_loss(heatmaps[1], goal)) / 2
+    torch.testing.assert_close(task(images, targets)["heatmap_mse"], expected)
+    # and what it finds comes back in the 32 px images' pixels
+    found = predict_landmarks(task.fan, images)
+    with torch.no_grad():
+        last = task.fan.eval()(up)[-1]
+    torch.testing.assert_close(found, to_image_coordinates(decode_heatmaps(last), 2))

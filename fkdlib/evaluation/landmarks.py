@@ -50,12 +50,12 @@ def mirror_landmarks(points: Tensor, width: int, mirror: tuple[int, ...] = MIRRO
     return flipped
 
 
-def to_heatmap_coordinates(points: Tensor, stride: int) -> Tensor:
+def to_heatmap_coordinates(points: Tensor, stride: float) -> Tensor:
     """Image pixel coordinates -> heatmap pixel coordinates of a map ``stride`` times smaller."""
     return (points + 0.5) / stride - 0.5
 
 
-def to_image_coordinates(points: Tensor, stride: int) -> Tensor:
+def to_image_coordinates(points: Tensor, stride: float) -> Tensor:
     """The inverse of :func:`to_heatmap_coordinates`."""
     return (points + 0.5) * stride - 0.5
 
@@ -134,18 +134,21 @@ def normalised_mean_error(predicted: Tensor, target: Tensor,
 
 
 @torch.no_grad()
-def predict_landmarks(fan: nn.Module, images: Tensor, stride: int = 4, batch_size: int = 64
-                      ) -> Tensor:
+def predict_landmarks(fan: nn.Module, images: Tensor, batch_size: int = 64) -> Tensor:
     """Landmarks a heatmap network finds in ``images`` (float ``(B, 3, H, W)``), decoded from
-    its last stack (:func:`decode_heatmaps`) and returned in image pixels ``(B, N, 2)``."""
+    its last stack (:func:`decode_heatmaps`) and returned in the pixels of ``images``
+    ``(B, N, 2)``; a network with a ``resized`` method (:meth:`~fkdlib.models.fan.FAN.resized`)
+    sees the images at its own side first."""
+    prepare = getattr(fan, "resized", lambda x: x)
     was_training = fan.training
     fan.eval()
     try:
-        found = [decode_heatmaps(fan(images[k:k + batch_size])[-1])
-                 for k in range(0, len(images), batch_size)]
+        maps = [fan(prepare(images[k:k + batch_size]))[-1]
+                for k in range(0, len(images), batch_size)]
     finally:
         fan.train(was_training)
-    return to_image_coordinates(torch.cat(found), stride)
+    stride = images.shape[-1] / maps[0].shape[-1]
+    return to_image_coordinates(torch.cat([decode_heatmaps(m) for m in maps]), stride)
 
 
 def nme_by_pose(predicted: Tensor, target: Tensor, yaw: np.ndarray,

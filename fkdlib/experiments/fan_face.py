@@ -16,9 +16,9 @@ Our choices, each applied to every variant alike:
   ArcFace (s = 64, m = 0.5) trained from scratch collapses (notebook 01 measures it and needs a
   Softmax pre-training), while CosFace converged in every run we made (the shared teacher of
   notebooks 02-04 uses it for that reason). The thesis's AS5 rows (Softmax) stay Softmax.
-- **FAN**: two stacks at twice the FRN's width, with hourglasses as deep as the resolution
-  allows (:func:`fan_depth`), trained once (seed 0) on the benchmark's unaligned training
-  images and shared by every FAN-Face run; AdamW (lr 1e-3, weight decay 1e-4, cosine decay), the
+- **FAN**: two stacks of the published depth at twice the FRN's width, looking at the faces
+  up-sampled to twice the FRN's resolution (:func:`fan_input_size`), trained once on SynthFace's
+  unaligned training faces and shared by every FAN-Face run of every seed; AdamW (lr 1e-3, weight decay 1e-4, cosine decay), the
   optimiser of current heatmap regressors (HRNet's pose recipe), Gaussians of σ = 1 heatmap
   pixel, the FAN's own training recipe.
 - **Premise**: the integration claims need a FAN that localises landmarks: its mean NME on
@@ -125,7 +125,7 @@ MARGIN = ("cosface", {"s": 64.0, "m": 0.35})
 SOFTMAX = ("softmax", {})
 FAN_STACKS = 2
 FAN_WIDTH_FACTOR = 2.0
-FAN_MAX_DEPTH = 4  # the published hourglass
+FAN_DEPTH = 4  # the published hourglass
 # AdamW at 1e-3 with cosine decay for the FAN (module docstring)
 FAN_TRAIN = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "cosine"}
 FAN_SIGMA = 1.0
@@ -165,24 +165,25 @@ THESIS_ROWS = {
 }
 
 
-def fan_depth(resolution: int) -> int:
-    """Hourglass levels for a FAN on ``resolution``-pixel faces: as many as halve the
-    quarter-resolution map down to at least 1x1 without up-sampling the image more than
-    twofold, at most the published 4 (32 px: 3 levels, 8x8 down to 1x1; 112 px: 4, on the
-    image up-sampled to 128)."""
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8:
-        raise ConfigError(f"the FAN needs faces of at least 8 px, got {resolution!r}")
-    return max(1, min(FAN_MAX_DEPTH, round(math.log2(resolution / STEM_STRIDE))))
+def fan_input_size(resolution: int) -> int:
+    """The side the FAN sees faces of ``resolution`` pixels at: twice it, rounded up to the
+    hourglass's input multiple of 64 (112 px faces: the published FAN's 256). The FAN's
+    heatmaps are a quarter of its input, so at the recognition network's own 32 px one heatmap
+    pixel would span a third of the distance between the eyes; the thesis too runs the FAN at
+    its own resolution and re-samples what it gives to the FRN's."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ConfigError(f"resolution must be a positive integer, got {resolution!r}")
+    multiple = STEM_STRIDE * 2 ** FAN_DEPTH
+    return -(-2 * resolution // multiple) * multiple
 
 
 def fan_options(bench: FaceBenchmark) -> dict[str, Any]:
     """The FAN's size at the profile: :data:`FAN_STACKS` stacks, :data:`FAN_WIDTH_FACTOR`
-    times the FRN's width (at most 1), :func:`fan_depth` levels, 51 internal landmarks."""
+    times the FRN's width (at most 1), the published hourglass depth, input side
+    :func:`fan_input_size`, 51 internal landmarks."""
     profile = bench.profile
-    depth = fan_depth(profile.resolution)
-    multiple = STEM_STRIDE * 2 ** depth
     return {"stacks": FAN_STACKS, "width": min(1.0, FAN_WIDTH_FACTOR * profile.backbone_width),
-            "depth": depth, "input_size": -(-profile.resolution // multiple) * multiple,
+            "depth": FAN_DEPTH, "input_size": fan_input_size(profile.resolution),
             "num_landmarks": NUM_LANDMARKS}
 
 
@@ -214,7 +215,7 @@ def variant_spec(bench: FaceBenchmark, name: str, fan: ModelSpec | None = None) 
     fan_size = fan_options(bench)
     backbone_kwargs = {"depth": FRN_DEPTH, **options, "fan_stacks": fan_size["stacks"],
                        "fan_width": fan_size["width"], "fan_depth": fan_size["depth"],
-                       "num_landmarks": NUM_LANDMARKS}
+                       "fan_input_size": fan_size["input_size"], "num_landmarks": NUM_LANDMARKS}
     spec = training_spec(bench, "fan_face", head, head_kwargs=head_kwargs, name=label,
                          backbone_kwargs=backbone_kwargs)
     if options.get("multitask"):
@@ -286,7 +287,7 @@ def fan_quality(fan: torch.nn.Module, bench: FaceBenchmark
     beside the NME of the mean training shape predicted for every face (what a network that
     localises nothing achieves), and the landmarks it found (pixels)."""
     images, target, yaw = _test_landmarks(bench)
-    found = predict_landmarks(fan, to_float_image(images), STEM_STRIDE)
+    found = predict_landmarks(fan, to_float_image(images))
     training = dataset_landmarks(build_dataset(bench.train_data), NUM_LANDMARKS)
     mean_shape = training.mean(0)
     table = nme_by_pose(found, target, yaw)
@@ -389,15 +390,21 @@ def pose_gain_metric(scores: np.ndarray, codes: np.ndarray,
     return float(gain[0]) if weights is None else gain
 
 
+POSE_EDGES = (0.0, 15.0, 30.0, LARGE_POSE, 60.0, math.inf)
+
+
 def pose_table(evaluations: Mapping[str, Runs], bench: FaceBenchmark, protocol: str = "lfw",
-               edges: Sequence[float] = (0.0, 30.0, LARGE_POSE, 60.0, math.inf)
-               ) -> pd.DataFrame:
+               edges: Sequence[float] = POSE_EDGES) -> pd.DataFrame:
     """Best-threshold accuracy (%) of each model per bucket of the pairs' larger |yaw| on an
-    image-pair list (mean over the model's runs), with the number of pairs per bucket."""
+    image-pair list (mean over the model's runs; NaN where a bucket lacks positives or
+    negatives), with the number of pairs per bucket; empty buckets are left out (the
+    CFP-FP-like list has only frontal-profile pairs, all in the large-pose buckets)."""
     yaw = pair_yaw(bench, protocol)
     rows = []
     for low, high in zip(edges[:-1], edges[1:]):
         chosen = (yaw >= low) & (yaw < high)
+        if not chosen.any():
+            continue
         label = f"{low:g}-{high:g}°" if math.isfinite(high) else f"≥{low:g}°"
         row: dict[str, Any] = {"max |yaw|": label, "pairs": int(chosen.sum())}
         for name, runs in evaluations.items():
@@ -406,7 +413,6 @@ def pose_table(evaluations: Mapping[str, Runs], bench: FaceBenchmark, protocol: 
                           for ev in as_runs(runs)
                           if ev.issame[protocol][chosen].any()
                           and not ev.issame[protocol][chosen].all()]
-            # accuracy needs both positives and negatives in the bucket
             row[name] = 100 * float(np.mean(accuracies)) if accuracies else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
@@ -580,16 +586,21 @@ def tsne_pose_figure(evaluations: Mapping[str, Evaluation], metadata: pd.DataFra
     return fig
 
 
-def pose_figure(table: pd.DataFrame, names: Sequence[str] | None = None) -> Figure:
-    """Accuracy per bucket of the pairs' larger |yaw| (:func:`pose_table`), one line per
-    model in its method colour."""
-    names = list(names or [c for c in table.columns if c not in ("max |yaw|", "pairs")])
-    fig, ax = plt.subplots(figsize=(7.5, 4), layout="constrained")
-    x = np.arange(len(table))
-    for name in names:
-        ax.plot(x, table[name], marker="o", label=name, color=figs.method_color(name))
-    ax.set_xticks(x, [f"{b}\n({n} pairs)" for b, n in zip(table["max |yaw|"], table["pairs"])])
-    ax.set(xlabel="larger |yaw| of the pair", ylabel="best-threshold accuracy (%)",
-           title="Verification accuracy by pose (LFW-like pairs; mean over seeds)")
-    ax.legend(fontsize=8)
+def pose_figure(tables: Mapping[str, pd.DataFrame], names: Sequence[str]) -> Figure:
+    """Accuracy per bucket of the pairs' larger |yaw| (:func:`pose_table`), one panel per
+    list of ``tables`` (its label -> its table), one line per model of ``names`` in its
+    method colour, one legend."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.2 * len(tables) + 1, 4),
+                             layout="constrained", squeeze=False,
+                             width_ratios=[max(2, len(t)) for t in tables.values()])
+    for ax, (label, table) in zip(axes[0], tables.items()):
+        x = np.arange(len(table))
+        for name in names:
+            ax.plot(x, table[name], marker="o", label=name, color=figs.method_color(name))
+        ax.set_xticks(x, [f"{b}\n({n} pairs)" for b, n in zip(table["max |yaw|"],
+                                                              table["pairs"])])
+        ax.set(xlabel="larger |yaw| of the pair", title=label)
+    axes[0, 0].set_ylabel("best-threshold accuracy (%), mean over seeds")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center",
+               ncol=len(names), fontsize=9)
     return fig

@@ -163,6 +163,15 @@ class FAN(nn.Module):
         self.heatmaps_back = nn.ModuleList(
             nn.Conv2d(num_landmarks, features, 1) for _ in range(stacks - 1))
 
+    def resized(self, images: Tensor) -> Tensor:
+        """``images`` re-sampled (bilinear) to the side the FAN was built for, where they
+        differ: a FAN may look at faces larger than the recognition network's (thesis ch. 3:
+        the FAN runs at its own resolution and its outputs are re-sampled to the FRN's)."""
+        if images.shape[-1] == self.input_size and images.shape[-2] == self.input_size:
+            return images
+        return F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
+                             align_corners=False)
+
     @property
     def input_multiple(self) -> int:
         """Input sides must be multiples of this (stem 4x, then 2x per hourglass level)."""

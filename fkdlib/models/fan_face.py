@@ -113,12 +113,8 @@ class FanFace(IResNet):
         return self
 
     def _fan_features(self, x: Tensor) -> FanFeatures:
-        multiple = self.fan.input_multiple
-        side = -(-x.shape[-1] // multiple) * multiple
-        if side != x.shape[-1]:
-            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
         with torch.no_grad():
-            return self.fan.forward_features(x)
+            return self.fan.forward_features(self.fan.resized(x))
 
     @staticmethod
     def _resized(maps: Tensor, side: int) -> Tensor:
@@ -181,17 +177,19 @@ def fan_face(*, depth: int = 34, input_size: int = 112, width: float = 1.0,
              integration: str | None = "basic", connectivity: str = "1-1",
              fan_half: str = "h2l", multitask: bool = False, fan_stacks: int = 2,
              fan_width: float = 1.0, fan_depth: int = HOURGLASS_DEPTH,
-             num_landmarks: int = 51) -> FanFace:
+             fan_input_size: int | None = None, num_landmarks: int = 51) -> FanFace:
     """FAN-Face on IResNet-``depth`` (18, 34 or 50) with an untrained FAN of ``fan_stacks``
     stacks, ``fan_width`` and hourglasses of ``fan_depth`` levels, which sees the image
-    up-sampled to the next multiple of its input multiple (4 x 2**fan_depth); load the trained
-    FAN's weights into ``.fan`` before training (the zoo's ``"fan_guided"`` method does)."""
+    re-sampled to ``fan_input_size`` (default: the next multiple of its input multiple,
+    4 x 2**fan_depth); load the trained FAN's weights into ``.fan`` before training (the zoo's
+    ``"fan_guided"`` method does)."""
     if depth not in IRESNET_DEPTHS:
         raise ConfigError(f"depth must be one of {sorted(IRESNET_DEPTHS)}, got {depth!r}")
     uses_fan = heatmaps != "none" or integration is not None
     multiple = STEM_STRIDE * 2 ** fan_depth
+    fan_side = fan_input_size or -(-input_size // multiple) * multiple
     fan = FAN(stacks=fan_stacks, num_landmarks=num_landmarks, width=fan_width, depth=fan_depth,
-              input_size=-(-input_size // multiple) * multiple) if uses_fan else None
+              input_size=fan_side) if uses_fan else None
     return FanFace(IRESNET_DEPTHS[depth], fan, heatmaps=heatmaps, integration=integration,
                    connectivity=connectivity, fan_half=fan_half, multitask=multitask,
                    num_landmarks=num_landmarks, input_size=input_size, width=width,

@@ -26,7 +26,7 @@ from ..evaluation.landmarks import (
     mirror_landmarks,
     to_heatmap_coordinates,
 )
-from ..models.fan import FAN, STEM_STRIDE
+from ..models.fan import FAN
 
 FIRST_INTERNAL_POINT = 17  # the 51 internal points are iBUG points 17..67
 
@@ -57,7 +57,8 @@ class LandmarkTask(nn.Module):
     :class:`~fkdlib.training.trainer.Trainer`: ``forward(images, landmarks)`` returns
     ``{"heatmap_mse": ...}``, the mean over stacks of the MSE between each stack's heatmaps
     and Gaussians of ``sigma`` heatmap pixels at the landmarks (pixel coordinates of the
-    images, ``(B, num_landmarks, 2)``)."""
+    images, ``(B, num_landmarks, 2)``). Images of another side than the FAN's are re-sampled
+    to it (:meth:`~fkdlib.models.fan.FAN.resized`)."""
 
     def __init__(self, fan: FAN, sigma: float = 1.0) -> None:
         super().__init__()
@@ -76,10 +77,11 @@ class LandmarkTask(nn.Module):
         return out
 
     def forward(self, images: Tensor, landmarks: Tensor) -> dict[str, Tensor]:
-        heatmaps = self.fan(images)
+        heatmaps = self.fan(self.fan.resized(images))
         side = heatmaps[-1].shape[-1]
-        target = landmark_heatmaps(to_heatmap_coordinates(landmarks, STEM_STRIDE), side,
-                                   self.sigma)
+        # landmarks in the pixels of ``images``, whatever side the FAN re-samples them to
+        target = landmark_heatmaps(to_heatmap_coordinates(landmarks, images.shape[-1] / side),
+                                   side, self.sigma)
         loss = sum(F.mse_loss(h, target) for h in heatmaps) / len(heatmaps)
         return {"heatmap_mse": loss}
 
