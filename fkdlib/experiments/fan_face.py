@@ -17,10 +17,12 @@ Our choices, each applied to every variant alike:
   Softmax pre-training), while CosFace converged in every run we made (the shared teacher of
   notebooks 02-04 uses it for that reason). The thesis's AS5 rows (Softmax) stay Softmax.
 - **FAN**: two stacks of the published depth at twice the FRN's width, looking at the faces
-  up-sampled to twice the FRN's resolution (:func:`fan_input_size`), trained once on SynthFace's
-  unaligned training faces and shared by every FAN-Face run of every seed; AdamW (lr 1e-3, weight decay 1e-4, cosine decay), the
-  optimiser of current heatmap regressors (HRNet's pose recipe), Gaussians of σ = 1 heatmap
-  pixel, the FAN's own training recipe.
+  up-sampled to twice the FRN's resolution (:func:`fan_input_size`), trained once on
+  SynthFace's unaligned training faces and shared by every FAN-Face run of every seed; AdamW
+  (lr 1e-3, weight decay 1e-4, cosine decay), the optimiser of current heatmap regressors
+  (HRNet's pose recipe), and Gaussians of σ = 1 heatmap pixel, the FAN's own training
+  target. Its outputs for every training image are computed once and banked
+  (:class:`~fkdlib.training.fan_guided.FanGuidedTask`).
 - **Premise**: the integration claims need a FAN that localises landmarks: its mean NME on
   the test faces must stay under :data:`NME_GATE` (10% of the inter-ocular distance, the usual
   failure threshold of face alignment); otherwise every model that uses the FAN is marked
@@ -64,7 +66,8 @@ from ..report.claims import Claim, Evidence, evaluate_claims
 from ..report.evidence import face_tests
 from ..report.references import reference_table
 from ..training.landmarks import FIRST_INTERNAL_POINT, dataset_landmarks
-from ..zoo import DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train, train_seeds, training_spec
+from ..zoo import (
+    DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train, train_seeds, training_spec)
 
 Runs = Sequence[Evaluation]
 
@@ -239,13 +242,13 @@ def train_fan(bench: FaceBenchmark, device: str | torch.device = "cpu",
 
 def train(bench: FaceBenchmark, device: str | torch.device = "cpu",
           cache_dir=DEFAULT_CACHE_DIR, names: Sequence[str] | None = None,
-          log: Callable[[str], None] = print, seeds: int | None = None,
-          fan: ModelSpec | None = None) -> dict[str, list[TrainedModel]]:
+          log: Callable[[str], None] = print,
+          seeds: int | None = None) -> dict[str, list[TrainedModel]]:
     """Train (or load) the variants of :func:`specs` (or those ``names``): each once per
     training seed (the profile's ``seeds`` unless given), the :data:`TABLE_ONLY` rows once
     (first seed): ``{name: [seed 0, seed 1, ...]}``. One FAN serves every seed."""
     chosen = list(names or VARIANTS)
-    all_specs = specs(bench, fan)
+    all_specs = specs(bench)
     unknown = [name for name in chosen if name not in all_specs]
     if unknown:
         raise ConfigError(f"unknown FAN-Face variants {unknown}; variants: {', '.join(VARIANTS)}")
@@ -283,13 +286,12 @@ def _test_landmarks(bench: FaceBenchmark) -> tuple[torch.Tensor, torch.Tensor, n
 def fan_quality(fan: torch.nn.Module, bench: FaceBenchmark
                 ) -> tuple[pd.DataFrame, torch.Tensor]:
     """The FAN's NME (% of the inter-ocular distance) per absolute-yaw bin on SynthFace's test
-    faces (:func:`_test_landmarks`),
-    beside the NME of the mean training shape predicted for every face (what a network that
-    localises nothing achieves), and the landmarks it found (pixels)."""
+    faces (:func:`_test_landmarks`), beside the NME of the FAN's mean training shape predicted
+    for every face (what a network that localises nothing achieves), and the landmarks it
+    found (pixels)."""
     images, target, yaw = _test_landmarks(bench)
     found = predict_landmarks(fan, to_float_image(images))
-    training = dataset_landmarks(build_dataset(bench.train_data), NUM_LANDMARKS)
-    mean_shape = training.mean(0)
+    mean_shape = dataset_landmarks(build_dataset(fan_spec(bench).data), NUM_LANDMARKS).mean(0)
     table = nme_by_pose(found, target, yaw)
     guess = nme_by_pose(mean_shape.expand_as(target), target, yaw)
     table["mean-shape nme_percent"] = guess["nme_percent"].to_numpy()
@@ -297,8 +299,8 @@ def fan_quality(fan: torch.nn.Module, bench: FaceBenchmark
 
 
 def fan_gate(quality: pd.DataFrame, gate: float = NME_GATE) -> str:
-    """"" when the FAN's mean NME over all test faces is under ``gate`` percent, else the
-    reason every claim on a FAN-using model is not assessed."""
+    """The empty string when the FAN's mean NME over all test faces is under ``gate`` percent,
+    else the reason every claim on a FAN-using model is not assessed."""
     nme = float(quality.set_index("pose").loc["all", "nme_percent"])
     if nme < gate:
         return ""

@@ -385,8 +385,8 @@ def with_seed(spec: ModelSpec, offset: int) -> ModelSpec:
     ``init_from`` parent's and its teacher's (``method_kwargs["teacher"]``), and the
     ``method_kwargs["seed"]`` of methods that draw their own randomness; the data (and so the
     test protocols) stay the same, and so does a FAN-Face network's frozen FAN
-    (``method_kwargs["fan"]``): one FAN serves every seed. Offset 0 is ``spec`` itself, so seed 0 of a multi-seed run
-    is the model a one-seed run trains."""
+    (``method_kwargs["fan"]``): one FAN serves every seed. Offset 0 is ``spec`` itself, so
+    seed 0 of a multi-seed run is the model a one-seed run trains."""
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ConfigError(f"a seed offset must be an integer >= 0, got {offset!r}")
     if offset == 0:
