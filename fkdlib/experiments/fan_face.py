@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from ..data import build_dataset
 from ..data.synthface.sizes import synthface_data_spec
@@ -157,6 +158,10 @@ VARIANTS: dict[str, tuple[dict[str, Any] | None, tuple[str, dict]]] = {
     SOFTMAX_FAN_FACE: (_BL, SOFTMAX),
     MULTITASK: ({"heatmaps": "none", "integration": None, "multitask": True}, MARGIN),
 }
+# One colour per variant in every figure (FAN-Face itself in the companion's colour for "ours")
+COLORS = {BASELINE: "#7F7F7F", H2: "#E69F00", H2_PLUS: "#F0E442", BL_L2H: "#56B4E9",
+          FAN_FACE: "#D55E00", AL: "#009E73", SL: "#0072B2", ONE_TO_MANY: "#CC79A7",
+          SOFTMAX_BASELINE: "#000000", SOFTMAX_FAN_FACE: "#8C564B", MULTITASK: "#7B3294"}
 # Rows of thesis Table 3.1 that no claim compares: trained on the first seed only.
 TABLE_ONLY = (H2_PLUS, SOFTMAX_BASELINE, SOFTMAX_FAN_FACE)
 THESIS_ROWS = {
@@ -324,7 +329,7 @@ def fan_figure(bench: FaceBenchmark, found: torch.Tensor, count: int = 12) -> Fi
     order = np.argsort(np.abs(yaw))
     rows = order[np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int)]
     nme = normalised_mean_error(found[rows], target[rows]).numpy() * 100
-    titles = [f"yaw {yaw[r]:+.0f}°, NME {e:.0f}%" for r, e in zip(rows, nme)]
+    titles = [f"yaw {round(yaw[r]):+d}°, NME {e:.0f}%" for r, e in zip(rows, nme)]
     return figs.landmark_figure(images[rows].numpy(), found[rows].numpy(),
                                 target[rows].numpy(), titles=titles)
 
@@ -356,6 +361,7 @@ def ablation_table(evaluations: Mapping[str, Runs], protocol: str = "ijb",
 
 
 LARGE_POSE = 45.0  # degrees of |yaw|: half of a profile, the CFP-FP-like list's divide
+FRONTAL_POSE = 15.0  # degrees of |yaw|: the CFP-FP-like list's frontal faces
 
 
 def pair_yaw(bench: FaceBenchmark, protocol: str) -> np.ndarray:
@@ -556,7 +562,7 @@ def tsne_pose_figure(evaluations: Mapping[str, Evaluation], metadata: pd.DataFra
     the mean frontal-profile cosine distance of the same identity."""
     yaw = np.abs(metadata["yaw"].to_numpy(dtype=float))
     ids = metadata["identity"].to_numpy()
-    frontal, profile = yaw < 15.0, yaw >= LARGE_POSE
+    frontal, profile = yaw < FRONTAL_POSE, yaw >= LARGE_POSE
     both = [i for i in np.unique(ids) if frontal[ids == i].any() and profile[ids == i].any()]
     if len(both) < identities:
         raise ConfigError(f"only {len(both)} test identities have both frontal and profile "
@@ -566,6 +572,8 @@ def tsne_pose_figure(evaluations: Mapping[str, Evaluation], metadata: pd.DataFra
     fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.4),
                              layout="constrained", squeeze=False)
     palette = plt.get_cmap("tab10")
+    # (which images, marker, marker area)
+    poses = ((frontal, "o", 46), (profile, "^", 46), (~frontal & ~profile, ".", 30))
     for ax, name in zip(axes[0], names):
         emb = evaluations[name].embeddings["test"]
         unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
@@ -575,16 +583,20 @@ def tsne_pose_figure(evaluations: Mapping[str, Evaluation], metadata: pd.DataFra
             own = rows[ids[rows] == identity]
             f, pr = own[frontal[own]], own[profile[own]]
             distances.append(float(np.mean(1 - unit[f] @ unit[pr].T)))
-            for mask, marker, label in ((frontal, "o", "frontal"), (profile, "^", "profile"),
-                                        (~frontal & ~profile, ".", "other")):
+            for mask, marker, size in poses:
                 pick = (ids[rows] == identity) & mask[rows]
-                ax.scatter(points[pick, 0], points[pick, 1], marker=marker, s=46,
-                           color=palette(k), label=label if k == 0 else None,
-                           edgecolors="white", linewidths=0.5)
+                ax.scatter(points[pick, 0], points[pick, 1], marker=marker, s=size,
+                           color=palette(k), edgecolors="white", linewidths=0.5)
         ax.set_title(f"{name}\nfrontal-profile cosine distance {np.mean(distances):.3f}",
                      fontsize=10)
         ax.set_xticks([]), ax.set_yticks([])
-    axes[0, 0].legend(loc="best", fontsize=8, title="pose (colour: identity)")
+    handles = [Line2D([], [], marker=marker, linestyle="", color="0.35", label=label,
+                      markersize=np.sqrt(size)) for label, (_, marker, size) in
+               zip((f"frontal (|yaw| < {FRONTAL_POSE:g}°)", f"profile (|yaw| ≥ {LARGE_POSE:g}°)",
+                    "other"),
+                   poses)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=9,
+               title="marker: pose; colour: identity", title_fontsize=9)
     return fig
 
 
@@ -598,7 +610,8 @@ def pose_figure(tables: Mapping[str, pd.DataFrame], names: Sequence[str]) -> Fig
     for ax, (label, table) in zip(axes[0], tables.items()):
         x = np.arange(len(table))
         for name in names:
-            ax.plot(x, table[name], marker="o", label=name, color=figs.method_color(name))
+            ax.plot(x, table[name], marker="o", label=name,
+                    color=figs.method_color(name, COLORS))
         ax.set_xticks(x, [f"{b}\n({n} pairs)" for b, n in zip(table["max |yaw|"],
                                                               table["pairs"])])
         ax.set(xlabel="larger |yaw| of the pair", title=label)
