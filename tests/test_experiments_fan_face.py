@@ -114,7 +114,7 @@ def test_variants_differ_only_in_what_they_take_from_the_fan(bench):
     assert specs[exp.SOFTMAX_FAN_FACE].head == "softmax"
     assert specs[exp.SOFTMAX_BASELINE].head == "softmax"
     multitask = specs[exp.MULTITASK]
-    assert (multitask.method, multitask.method_kwargs) == ("landmark_multitask", {})
+    assert (multitask.method, multitask.method_kwargs) == ("landmark_multitask", {"fan": fan})
     assert changed[exp.MULTITASK] == {"heatmaps": "none", "integration": None,
                                       "multitask": True}
     assert len({spec.key for spec in specs.values()}) == len(specs)
@@ -136,6 +136,8 @@ def test_fan_gate_fails_every_fan_using_model_but_not_the_others():
     sick = exp.fan_unhealthy(reason)
     assert set(sick) == set(exp.VARIANTS) - {exp.BASELINE, exp.SOFTMAX_BASELINE, exp.MULTITASK}
     assert set(sick.values()) == {reason}
+    # on real faces the multi-task network learns the landmarks the FAN finds
+    assert set(exp.fan_unhealthy(reason, synthetic=False)) == set(sick) | {exp.MULTITASK}
 
 
 # ----------------------------------------------------------------------------- pose gain

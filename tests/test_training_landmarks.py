@@ -252,3 +252,37 @@ def test_a_fan_larger_than_the_images_learns_their_landmarks_at_its_own_side(tmp
     with torch.no_grad():
         last = task.fan.eval()(up)[-1]
     torch.testing.assert_close(found, to_image_coordinates(decode_heatmaps(last), 2))
+
+
+def test_multitask_on_faces_without_landmarks_learns_those_the_fan_finds():
+    from fkdlib.errors import ConfigError
+    from fkdlib.heads import create_head
+    from fkdlib.models import create_model
+    from fkdlib.training.landmarks import MultitaskLandmarkTask
+
+    class Unlabelled(torch.utils.data.Dataset):  # identities, no landmarks (real faces)
+        def __len__(self):
+            return 4
+
+    torch.manual_seed(0)
+    backbone = create_model("fan_face", depth=18, input_size=32, width=0.125, embedding_size=8,
+                            heatmaps="none", integration=None, multitask=True)
+    head = create_head("softmax", embedding_size=8, num_classes=2)
+    fan = FAN(width=0.125, input_size=64)
+    task = MultitaskLandmarkTask(backbone, head, fan=fan).train()
+    assert not fan.training and not any(p.requires_grad for p in fan.parameters())
+    assert task.training_targets(Unlabelled()) is None
+    labels = torch.tensor([0, 1, 1, 0])
+    assert task.flip_targets(labels, torch.tensor([True] * 4), 32) is labels
+    images = torch.randn(4, 3, 32, 32)
+    losses = task(images, labels)
+    features = backbone.forward_features(images)
+    found = predict_landmarks(fan, images)
+    goal = landmark_heatmaps(to_heatmap_coordinates(found, 16), 2)
+    torch.testing.assert_close(losses["heatmap_mse"], 0.1 * F.mse_loss(features["heatmaps"], goal))
+    with pytest.raises(ConfigError, match="finds 68 landmarks"):
+        MultitaskLandmarkTask(backbone, head, fan=FAN(width=0.125, num_landmarks=68,
+                                                      input_size=64))
+    without = MultitaskLandmarkTask(backbone, head)
+    with pytest.raises(ConfigError, match="no landmarks68"):
+        without.training_targets(Unlabelled())

@@ -226,10 +226,10 @@ def variant_spec(bench: FaceBenchmark, name: str, fan: ModelSpec | None = None) 
                        "fan_input_size": fan_size["input_size"], "num_landmarks": NUM_LANDMARKS}
     spec = training_spec(bench, "fan_face", head, head_kwargs=head_kwargs, name=label,
                          backbone_kwargs=backbone_kwargs)
-    if options.get("multitask"):
-        return spec.replace(method="landmark_multitask")
-    return spec.replace(method="fan_guided",
-                        method_kwargs={"fan": (fan or fan_spec(bench)).to_dict()})
+    # the multi-task network learns the data's landmarks, or where it has none (real faces)
+    # those the FAN finds
+    method = "landmark_multitask" if options.get("multitask") else "fan_guided"
+    return spec.replace(method=method, method_kwargs={"fan": (fan or fan_spec(bench)).to_dict()})
 
 
 def specs(bench: FaceBenchmark, fan: ModelSpec | None = None) -> dict[str, ModelSpec]:
@@ -313,13 +313,15 @@ def fan_gate(quality: pd.DataFrame, gate: float = NME_GATE) -> str:
             f"the inter-ocular distance, not under the {gate:g}% failure threshold")
 
 
-def fan_unhealthy(reason: str, names: Sequence[str] = tuple(VARIANTS)) -> dict[str, str]:
+def fan_unhealthy(reason: str, synthetic: bool = True,
+                  names: Sequence[str] = tuple(VARIANTS)) -> dict[str, str]:
     """``{model: reason}`` for every model of ``names`` that uses the FAN, when ``reason``
-    (:func:`fan_gate`) is not empty: the ``unhealthy`` entries of :func:`check_claims`."""
+    (:func:`fan_gate`) is not empty: the ``unhealthy`` entries of :func:`check_claims`. The
+    multi-task network uses it only where the data has no landmarks (not ``synthetic``)."""
     if not reason:
         return {}
-    return {name: reason for name in names
-            if VARIANTS[name][0] is not None and not VARIANTS[name][0].get("multitask")}
+    return {name: reason for name in names if VARIANTS[name][0] is not None
+            and (not synthetic or not VARIANTS[name][0].get("multitask"))}
 
 
 def fan_figure(bench: FaceBenchmark, found: torch.Tensor, count: int = 12) -> Figure:

@@ -24,6 +24,7 @@ from ..evaluation.landmarks import (
     MIRROR_68,
     landmark_heatmaps,
     mirror_landmarks,
+    predict_landmarks,
     to_heatmap_coordinates,
 )
 from ..models.fan import FAN
@@ -93,27 +94,46 @@ class MultitaskLandmarkTask(nn.Module):
     """Recognition plus landmark heatmaps from one network (FAN-Face's AS7 baseline).
 
     ``backbone.forward_features`` must return ``"embedding"`` and ``"heatmaps"`` (a
-    :class:`~fkdlib.models.fan_face.FanFace` with ``multitask=True``). The training target of
-    an image is one row: its identity, then its landmarks' x, y in pixels
-    (:meth:`training_targets`), so the trainer batches and flips them together.
-    ``forward`` returns ``{"ce": ..., "heatmap_mse": weight x MSE}``, the MSE between the
-    predicted heatmaps and Gaussians of ``sigma`` heatmap pixels at the landmarks.
+    :class:`~fkdlib.models.fan_face.FanFace` with ``multitask=True``). Where the dataset has
+    landmarks (SynthFace), the training target of an image is one row: its identity, then its
+    landmarks' x, y in pixels (:meth:`training_targets`), so the trainer batches and flips them
+    together. Where it has none (real faces), a frozen ``fan`` finds them in every batch (as
+    a recognition dataset without landmark labels is annotated in practice) and the targets
+    are the identities alone. ``forward`` returns ``{"ce": ..., "heatmap_mse": weight x
+    MSE}``, the MSE between the predicted heatmaps and Gaussians of ``sigma`` heatmap pixels at
+    the landmarks.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, num_landmarks: int = 51,
-                 weight: float = MULTITASK_WEIGHT, sigma: float = 1.0) -> None:
+                 weight: float = MULTITASK_WEIGHT, sigma: float = 1.0,
+                 fan: FAN | None = None) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
         self.num_landmarks = int(num_landmarks)
         self.weight, self.sigma = float(weight), float(sigma)
+        if fan is not None:
+            if fan.num_landmarks != self.num_landmarks:
+                raise ConfigError(f"the FAN finds {fan.num_landmarks} landmarks; the "
+                                  f"multi-task head predicts {self.num_landmarks}")
+            fan.requires_grad_(False).eval()
+        self.fan = fan
 
-    def training_targets(self, dataset: Dataset) -> Tensor:
+    def train(self, mode: bool = True) -> MultitaskLandmarkTask:
+        super().train(mode)
+        if self.fan is not None:
+            self.fan.eval()  # frozen
+        return self
+
+    def training_targets(self, dataset: Dataset) -> Tensor | None:
         """``(N, 1 + 2 x num_landmarks)``: identity (exact in float32 below 2**24), then the
-        landmarks' x, y."""
+        landmarks' x, y; ``None`` (identities alone) for a dataset without landmarks when a
+        FAN is there to find them."""
+        if getattr(dataset, "landmarks68", None) is None and self.fan is not None:
+            return None
+        points = dataset_landmarks(dataset, self.num_landmarks)
         labels = torch.from_numpy(dataset_labels(dataset)).to(torch.float32)
         if labels.numel() and int(labels.max()) >= 2 ** 24:
             raise ConfigError("more than 2**24 identities cannot share a float32 target row")
-        points = dataset_landmarks(dataset, self.num_landmarks)
         return torch.cat([labels[:, None], points.flatten(1)], 1)
 
     def _split(self, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,7 +141,9 @@ class MultitaskLandmarkTask(nn.Module):
 
     def flip_targets(self, targets: Tensor, flipped: Tensor, width: int) -> Tensor:
         """The rows after the trainer flipped the images where ``flipped`` holds (labels
-        kept, landmarks mirrored)."""
+        kept, landmarks mirrored; identities alone are unchanged)."""
+        if targets.dim() == 1:
+            return targets
         _, points = self._split(targets)
         out = targets.clone()
         out[flipped, 1:] = mirror_landmarks(points[flipped], width,
@@ -129,7 +151,10 @@ class MultitaskLandmarkTask(nn.Module):
         return out
 
     def forward(self, images: Tensor, targets: Tensor) -> dict[str, Tensor]:
-        labels, points = self._split(targets)
+        if targets.dim() == 1:  # no landmark labels: the FAN's, found in the (flipped) images
+            labels, points = targets, predict_landmarks(self.fan, images)
+        else:
+            labels, points = self._split(targets)
         features = self.backbone.forward_features(images)
         logits = self.head(features["embedding"], labels)
         heatmaps = features["heatmaps"]

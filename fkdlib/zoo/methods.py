@@ -33,7 +33,8 @@ computed once (:class:`~fkdlib.training.fan_guided.FanGuidedTask`).
 ``method="landmark_multitask"`` (FAN-Face's multi-task baseline): a ``FanFace`` with
 ``multitask=True`` trained with cross-entropy plus ``method_kwargs["weight"]`` (default 0.1)
 times the L2 loss of its heatmap head on the dataset's landmarks (Gaussians of
-``method_kwargs["sigma"]`` heatmap pixels, default 1).
+``method_kwargs["sigma"]`` heatmap pixels, default 1); on data without landmarks, those the
+FAN of ``method_kwargs["fan"]`` finds.
 
 ``method="distill_unlabeled"`` (SRRL §4.2.2) takes the same keys plus ``"unlabeled"`` (a dataset
 spec whose images are used without labels) and the
@@ -145,6 +146,15 @@ def build_landmark_task(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
     return LandmarkTask(backbone, sigma=kwargs.get("sigma", 1.0))
 
 
+def _trained_fan(spec: dict[str, Any], device: torch.device, cache_dir: str | Path) -> FAN:
+    """The FAN of ``method_kwargs["fan"]``, trained or loaded through the zoo."""
+    fan_spec = ModelSpec.from_dict(spec)
+    if fan_spec.method != "landmarks":
+        raise ConfigError(f"method_kwargs['fan'] must be a FAN trained with method "
+                          f"'landmarks', got method {fan_spec.method!r}")
+    return get_or_train(fan_spec, cache_dir, device).backbone
+
+
 @METHODS.register("fan_guided")
 def build_fan_guided(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
                      device: torch.device, cache_dir: str | Path = DEFAULT_CACHE_DIR
@@ -159,16 +169,12 @@ def build_fan_guided(spec: ModelSpec, backbone: nn.Module, head: nn.Module,
     if "fan" not in kwargs:
         raise ConfigError("method 'fan_guided' needs method_kwargs['fan'], the FAN's "
                           "ModelSpec.to_dict() (method 'landmarks')")
-    fan_spec = ModelSpec.from_dict(kwargs["fan"])
-    if fan_spec.method != "landmarks":
-        raise ConfigError(f"method_kwargs['fan'] must be a FAN trained with method "
-                          f"'landmarks', got method {fan_spec.method!r}")
-    trained = get_or_train(fan_spec, cache_dir, device).backbone
+    trained = _trained_fan(kwargs["fan"], device, cache_dir)
     ours = {k: tuple(v.shape) for k, v in backbone.fan.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in trained.state_dict().items()}
     if ours != theirs:
         raise ConfigError(
-            f"the trained FAN ({fan_spec.name or 'fan'}: {dict(fan_spec.backbone_kwargs)}) does "
+            f"the trained FAN ({dict(kwargs['fan'].get('backbone_kwargs', {}))}) does "
             f"not fit the FAN inside {spec.name or spec.backbone!r}: give fan_face the same "
             "fan_stacks, fan_width, fan_depth and num_landmarks as the FAN spec")
     backbone.fan.load_state_dict(trained.state_dict())
@@ -181,13 +187,14 @@ def build_landmark_multitask(spec: ModelSpec, backbone: nn.Module, head: nn.Modu
                              device: torch.device, cache_dir: str | Path = DEFAULT_CACHE_DIR
                              ) -> MultitaskLandmarkTask:
     """Zoo builder: FAN-Face's multi-task baseline (see the module doc)."""
-    kwargs = _method_kwargs(spec, {"weight", "sigma"})
+    kwargs = _method_kwargs(spec, {"weight", "sigma", "fan"})
     if not isinstance(backbone, FanFace) or not backbone.multitask:
         raise ConfigError(f"method 'landmark_multitask' trains backbone='fan_face' with "
                           f"multitask=True, got {spec.backbone!r} {dict(spec.backbone_kwargs)}")
+    fan = _trained_fan(kwargs["fan"], device, cache_dir) if "fan" in kwargs else None
     return MultitaskLandmarkTask(backbone, head, backbone.landmark_head.out_channels,
                                  weight=kwargs.get("weight", MULTITASK_WEIGHT),
-                                 sigma=kwargs.get("sigma", 1.0))
+                                 sigma=kwargs.get("sigma", 1.0), fan=fan)
 
 
 @METHODS.register("distill")
