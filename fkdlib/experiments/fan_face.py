@@ -59,6 +59,7 @@ from ..evaluation.complexity import count_flops, count_parameters
 from ..evaluation.landmarks import nme_by_pose, normalised_mean_error, predict_landmarks
 from ..models import create_model
 from ..models.fan import STEM_STRIDE
+from ..profiles import Profile
 from ..report import figures as figs
 from ..evaluation.comparisons import as_runs, count_identities, pair_identities
 from ..evaluation.similarity import best_threshold_accuracy
@@ -185,11 +186,10 @@ def fan_input_size(resolution: int) -> int:
     return -(-2 * resolution // multiple) * multiple
 
 
-def fan_options(bench: FaceBenchmark) -> dict[str, Any]:
-    """The FAN's size at the profile: :data:`FAN_STACKS` stacks, :data:`FAN_WIDTH_FACTOR`
+def fan_options(profile: Profile) -> dict[str, Any]:
+    """The FAN's size at a profile: :data:`FAN_STACKS` stacks, :data:`FAN_WIDTH_FACTOR`
     times the FRN's width (at most 1), the published hourglass depth, input side
     :func:`fan_input_size`, 51 internal landmarks."""
-    profile = bench.profile
     return {"stacks": FAN_STACKS, "width": min(1.0, FAN_WIDTH_FACTOR * profile.backbone_width),
             "depth": FAN_DEPTH, "input_size": fan_input_size(profile.resolution),
             "num_landmarks": NUM_LANDMARKS}
@@ -203,7 +203,7 @@ def fan_spec(bench: FaceBenchmark) -> ModelSpec:
     # the FAN's own size (not the FRN's width and embedding size of the profile), and always
     # SynthFace's unaligned training faces: real data has no landmarks, and a FAN trained on
     # SynthFace is used as is there
-    return spec.replace(backbone_kwargs=fan_options(bench), method="landmarks",
+    return spec.replace(backbone_kwargs=fan_options(bench.profile), method="landmarks",
                         method_kwargs={"sigma": FAN_SIGMA},
                         data=synthface_data_spec(bench.profile, "train", bench.seed,
                                                  aligned=False))
@@ -220,7 +220,7 @@ def variant_spec(bench: FaceBenchmark, name: str, fan: ModelSpec | None = None) 
     if options is None:
         return training_spec(bench, f"iresnet{FRN_DEPTH}", head, head_kwargs=head_kwargs,
                              name=label)
-    fan_size = fan_options(bench)
+    fan_size = fan_options(bench.profile)
     backbone_kwargs = {"depth": FRN_DEPTH, **options, "fan_stacks": fan_size["stacks"],
                        "fan_width": fan_size["width"], "fan_depth": fan_size["depth"],
                        "fan_input_size": fan_size["input_size"], "num_landmarks": NUM_LANDMARKS}
