@@ -69,7 +69,8 @@ def test_every_library_registry_is_a_registry_with_the_built_in_entries():
     assert DATA_KINDS.names() == ["cifar", "folder", "recordio", "synthface"]
     assert HEADS.names() == ["arcface", "combined", "cosface", "norm_softmax", "softmax",
                              "sphereface"]
-    assert METHODS.names() == ["classify", "distill", "distill_unlabeled"]
+    assert METHODS.names() == ["classify", "distill", "distill_unlabeled", "fan_guided",
+                              "landmark_multitask", "landmarks"]
     assert MONITORS.names() == ["target_angles"]
     # the table of default weights is derived from the registry, one entry per loss
     weights = default_weights()
