@@ -212,6 +212,19 @@ def test_toy_embedding_figure_states_spread_and_classes_sharing_a_direction():
         "centres closer than 22.5°: 0–3, 0–6, 3–6")
 
 
+def test_toy_embedding_figure_wraps_a_long_list_of_close_centres():
+    # every class centre within 10° of the next: 28 close pairs, wrapped to the panel's width
+    angles = np.radians(np.arange(8) * 1.2)
+    weights = np.stack([np.cos(angles), np.sin(angles)], 1)
+    labels = np.repeat(np.arange(8), 2)
+    fig = exp.toy_embedding_figure({"ArcFace": exp.ToyEmbedding("ArcFace", weights[labels],
+                                                                labels, weights)})
+    lines = fig.axes[0].get_xlabel().split("\n")
+    assert len(lines) > 3 and max(map(len, lines[1:])) <= exp.CAPTION_WIDTH
+    pairs = " ".join(lines[1:]).removeprefix("centres closer than 22.5°: ").split(", ")
+    assert pairs == [f"{a}–{b}" for a in range(8) for b in range(a + 1, 8)]
+
+
 def test_similarity_and_roc_figures_show_every_loss():
     evaluations = {name: _evaluation(name, 0.01 * k, seed=k) for k, name in enumerate(exp.LOSSES)}
     fig = exp.similarity_figure(evaluations)
@@ -251,7 +264,7 @@ def test_projection_figure_rows_are_methods_columns_are_losses(monkeypatch):
                         lambda features, method, random_state: features[:, :2] * scale[method])
     fig = exp.projection_figure(evaluations, metadata, identities=5, max_points=18, seed=3)
     assert [ax.get_title() for ax in fig.axes] == [
-        "Softmax · TSNE", "ArcFace · TSNE", "Softmax · UMAP", "ArcFace · UMAP"]
+        "Softmax · t-SNE", "ArcFace · t-SNE", "Softmax · UMAP", "ArcFace · UMAP"]
     assert fig.axes[2].get_subplotspec().rowspan.start == 1
     for ax, (name, method) in zip(fig.axes, [(n, m) for m in ("tsne", "umap")
                                              for n in evaluations]):

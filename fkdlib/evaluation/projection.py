@@ -18,6 +18,8 @@ from ..errors import ConfigError
 from .clustering import as_feature_matrix
 
 METHODS = ("tsne", "umap", "pca")
+# how figures name each method
+METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
 # scikit-learn's and umap-learn's defaults, lowered automatically for small inputs.
 DEFAULT_PERPLEXITY = 30.0
 DEFAULT_N_NEIGHBORS = 15

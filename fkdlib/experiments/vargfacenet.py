@@ -61,6 +61,7 @@ from ..evaluation.benchmark import (
     PROTOCOL_LABELS, Evaluation, FaceBenchmark, analysis_pool, evaluate_seeds,
     identity_sample_rows, lowest_reportable_far)
 from ..evaluation.latency import measure_latency
+from ..evaluation.projection import METHOD_NAMES
 from ..models.layers import VARG_GROUP_SIZE
 from ..zoo import (
     DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, recursive_specs, teacher_spec, train_seeds,
@@ -760,7 +761,7 @@ def projection_figure(evaluations: Mapping[str, Evaluation], metadata: pd.DataFr
     there are at most 12 identities. Not a figure of the paper."""
     rows = identity_sample_rows(metadata, identities, max_points, seed)
     labels = metadata["identity"].to_numpy()[rows]
-    points = {f"{label} · {'t-SNE' if method == 'tsne' else method.upper()}":
+    points = {f"{label} · {METHOD_NAMES[method]}":
               (project(evaluations[name].embeddings["test"][rows], method=method,
                        random_state=seed), labels)
               for label, name in models.items()}
