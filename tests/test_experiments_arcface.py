@@ -6,6 +6,7 @@ import pytest
 from fkdlib.evaluation.benchmark import face_benchmark
 from fkdlib.experiments import arcface
 from fkdlib.profiles import get_profile
+from fkdlib.zoo import recipes
 from fkdlib.zoo.cache import with_seed
 
 
@@ -17,7 +18,7 @@ def bench():
 @pytest.mark.parametrize("epochs, split", [(24, (24, 12)), (8, (8, 4)), (5, (5, 2)),
                                            (2, (2, 1)), (1, (1, 1))])
 def test_the_full_schedule_then_half_as_many_epochs_at_least_one(epochs, split):
-    assert arcface.schedule(epochs) == split
+    assert recipes.fine_tune_schedule(epochs) == split
 
 
 def test_every_loss_starts_from_the_same_pretraining_with_the_same_budget(bench):

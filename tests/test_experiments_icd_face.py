@@ -57,13 +57,20 @@ def test_student_specs_use_the_shared_teacher_and_its_head(bench):
     assert list(specs) == ["Teacher", "Student", "FCD", "FCD+ICD"]
     assert specs["Teacher"] == teacher
     alone = specs["Student"]
-    assert (alone.backbone, alone.method, alone.method_kwargs) == ("mobilefacenet", "classify", {})
+    assert (alone.backbone, alone.method, alone.method_kwargs) == ("iresnet18", "classify", {})
+    pretraining = alone.init_from
+    assert (pretraining.backbone, pretraining.head, pretraining.init_from) == (
+        "iresnet18", "softmax", None)
+    assert pretraining.train["epochs"] == bench.profile.epochs
     for name in ("Student", "FCD", "FCD+ICD"):
         spec = specs[name]
         assert (spec.head, spec.head_kwargs) == (teacher.head, teacher.head_kwargs)
         assert spec.backbone_kwargs == {"input_size": 16, "width": 0.125,
                                         "embedding_size": teacher.backbone_kwargs["embedding_size"]}
+        # one recipe for teacher and students: the same fine-tuning from their own pre-training
         assert spec.train == teacher.train and spec.data == teacher.data
+        assert spec.init_from == pretraining
+        assert teacher.init_from.train == pretraining.train
     assert specs["FCD"].method_kwargs == {"teacher": teacher.to_dict(),
                                           "losses": [exp.fcd_loss()], "ce_weight": 1.0}
     assert specs["FCD+ICD"].method_kwargs["losses"] == [exp.fcd_loss(), exp.icd_loss(8, 0.05)]
@@ -101,9 +108,9 @@ def test_model_sizes_match_the_networks_and_the_published_counts(bench):
     options = ", ".join(f"{k}={v:g}" for k, v in teacher.head_kwargs.items())
     assert list(frame["head"]) == [f"{teacher.head} ({options})"] * 2 + ["", ""]
     sizes = frame.set_index(["role", "backbone", "input"])
-    student = create_model("mobilefacenet", input_size=16, width=0.125, embedding_size=32)
+    student = create_model("iresnet18", input_size=16, width=0.125, embedding_size=32)
     ours = sizes.xs("16 px, 32-d", level="input")
-    assert ours.loc[("student", "mobilefacenet"), "params (M)"] == pytest.approx(
+    assert ours.loc[("student", "iresnet18"), "params (M)"] == pytest.approx(
         count_parameters(student) / 1e6)
     paper = sizes.xs("112 px, 512-d", level="input")
     # insightface_model_sizes: IResNet-50 43.59M / 6.31 GMACs, MobileFaceNet 2.06M / 0.44

@@ -53,18 +53,21 @@ def test_backbone_specs_share_the_teacher_and_its_recipe(bench):
     assert len({spec.key for spec in specs.values()}) == len(specs)
 
 
-def test_default_profile_trains_every_backbone_for_the_teachers_epochs():
+def test_default_profile_trains_every_backbone_with_the_teachers_recipe():
     bench = face_benchmark(get_profile("default"))
     teacher = teacher_spec(bench)
     specs = exp.backbone_specs(bench)
-    assert teacher.train["epochs"] == 24
-    assert exp.backbone_epochs(bench.profile) == 24 and exp.recursive_epochs(bench.profile) == 12
+    # Softmax pre-training for 24 epochs, then the margin for 12
+    assert (teacher.init_from.train["epochs"], teacher.train["epochs"]) == (24, 12)
+    assert exp.recursive_epochs(bench.profile) == 12
     for spec in specs.values():
         assert spec.train == teacher.train
+        assert spec.init_from.train == teacher.init_from.train
+        assert spec.init_from.backbone == spec.backbone and spec.init_from.head == "softmax"
     # IResNet-50 is the shared teacher itself: one cache entry
     assert specs[exp.TEACHER].key == teacher.key
     distilled = exp.distillation_specs(bench)
-    assert [spec.train["epochs"] for spec in distilled] == [24, 12, 12]
+    assert [spec.train["epochs"] for spec in distilled] == [12, 12, 12]
     assert distilled[0].method_kwargs["teacher"] == teacher.to_dict()
 
 
@@ -72,7 +75,9 @@ def test_distillation_specs_chain_the_generations(bench):
     specs = exp.distillation_specs(bench)
     teacher = teacher_spec(bench)
     assert len(specs) == exp.GENERATIONS + 1 == 3
-    assert specs[0].init_from is None
+    # generation 0 starts from VarGFaceNet's Softmax pre-training, as the scratch row does
+    scratch = exp.backbone_specs(bench)[exp.STUDENT]
+    assert specs[0].init_from == scratch.init_from
     for k, spec in enumerate(specs):
         assert spec.backbone == "vargfacenet" and spec.method == "distill"
         assert spec.method_kwargs["teacher"] == teacher.to_dict()
@@ -83,8 +88,7 @@ def test_distillation_specs_chain_the_generations(bench):
             assert spec.name.endswith(f"-gen{k}")
             assert spec.train == {**specs[0].train,
                                   "epochs": exp.recursive_epochs(bench.profile)}
-    # generation 0 differs from the ArcFace-only VarGFaceNet only by the distillation method
-    scratch = exp.backbone_specs(bench)[exp.STUDENT]
+    # generation 0 differs from the margin-only VarGFaceNet only by the distillation method
     assert specs[0].replace(method="classify", method_kwargs={}, name=scratch.name) == scratch
     assert len({spec.key for spec in specs}) == 3
 
@@ -145,12 +149,9 @@ def test_efficiency_table_maps_latency_to_rows(bench, monkeypatch, sleeper):
         exp.MOBILE].backbone_kwargs["width"]
 
 
-def test_generation_epochs_round_half_up_and_are_at_least_one():
-    # default: a third of the profile's epochs for generation 0, half of that after
-    assert exp.backbone_epochs(get_profile("default", epochs=12)) == 12
+def test_generation_epochs_are_the_margin_fine_tunings_and_at_least_one():
     assert exp.recursive_epochs(get_profile("default", epochs=12)) == 6
-    assert exp.recursive_epochs(get_profile("default", epochs=15)) == 8  # halves round up
-    assert exp.backbone_epochs(get_profile("paper", epochs=10)) == 10
+    assert exp.recursive_epochs(get_profile("default", epochs=14)) == 7
     assert exp.recursive_epochs(get_profile("paper", epochs=10)) == 5
     assert exp.recursive_epochs(get_profile("smoke", epochs=1)) == 1
 
@@ -305,8 +306,9 @@ def test_matched_control_trains_as_long_as_generation_1(bench):
     specs = exp.specs(bench)
     control = specs[exp.matched_label(1)]
     scratch = specs[exp.STUDENT]
-    assert control.train == {**scratch.train, "epochs": exp.backbone_epochs(bench.profile)
+    assert control.train == {**scratch.train, "epochs": scratch.train["epochs"]
                              + exp.recursive_epochs(bench.profile)}
+    assert control.init_from == scratch.init_from
     assert control.replace(train=scratch.train).key == scratch.key
 
 

@@ -154,15 +154,46 @@ def test_train_seeds_trains_each_model_once_per_seed(tmp_path):
 def test_teacher_is_twice_the_students_width_but_never_beyond_full_width(profile_name):
     from fkdlib.evaluation.benchmark import face_benchmark
     from fkdlib.profiles import get_profile
-    from fkdlib.zoo import teacher_spec, training_spec
+    from fkdlib.zoo import margin_spec, teacher_spec
 
     bench = face_benchmark(get_profile(profile_name))
     teacher = teacher_spec(bench)
-    student = training_spec(bench, "iresnet18", "cosface")
+    student = margin_spec(bench, "iresnet18", "cosface")
     expected = {"smoke": 0.25, "default": 0.25, "paper": 1.0}[profile_name]
     assert teacher.backbone_kwargs["width"] == expected
     assert student.backbone_kwargs["width"] == bench.profile.backbone_width
     assert teacher.train == student.train and teacher.data == student.data
+    assert teacher.init_from.backbone_kwargs["width"] == expected
+
+
+@pytest.mark.parametrize("profile_name", ["smoke", "default"])
+def test_the_margin_recipe_fine_tunes_from_a_softmax_pretraining(profile_name):
+    """Softmax for the profile's epochs, then the margin for half as many at a tenth of the
+    learning rate, with the profile's warm-up and decay; names never change a key."""
+    from fkdlib.evaluation.benchmark import face_benchmark
+    from fkdlib.profiles import get_profile
+    from fkdlib.zoo import margin_spec, pretrain_spec, training_spec
+
+    bench = face_benchmark(get_profile(profile_name))
+    profile = bench.profile
+    spec = margin_spec(bench, "iresnet18", "arcface", head_kwargs={"s": 64.0, "m": 0.5},
+                       name="a", pretrain_name="b", monitors=("target_angles",))
+    parent = spec.init_from
+    assert parent == pretrain_spec(bench, "iresnet18", name="b")
+    assert parent == training_spec(bench, "iresnet18", "softmax", name="b")
+    assert parent.monitors == () and parent.method == "classify"
+    assert spec.monitors == ("target_angles",)
+    assert parent.train["epochs"] == profile.epochs
+    assert spec.train["epochs"] == max(1, round(profile.epochs / 2))
+    assert spec.train["lr"] == profile.lr / 10  # exactly: 0.01, not 0.010000000000000002
+    plain = training_spec(bench, "iresnet18", "arcface").train
+    assert {k: v for k, v in spec.train.items() if k not in ("epochs", "lr")} == \
+        {k: v for k, v in plain.items() if k not in ("epochs", "lr")}
+    assert spec.key == margin_spec(bench, "iresnet18", "arcface",
+                                   head_kwargs={"s": 64.0, "m": 0.5},
+                                   monitors=("target_angles",)).key
+    shorter = margin_spec(bench, "iresnet18", "cosface", train_overrides={"epochs": 1})
+    assert shorter.train["epochs"] == 1 and shorter.init_from == parent.replace(name="")
 
 
 def test_a_network_enters_the_keys_of_its_own_specs_only():

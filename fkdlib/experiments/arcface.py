@@ -35,8 +35,8 @@ from ..errors import DataUnavailable
 from ..evaluation.benchmark import (
     PROTOCOL_LABELS, Evaluation, FaceBenchmark, evaluate_seeds, identity_sample_rows,
     summary_table, synthface_data_spec)
-from ..zoo import (DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train, train_seeds,
-                   training_spec)
+from ..zoo import (DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, get_or_train, recipes,
+                   train_seeds, training_spec)
 
 Runs = Sequence[Evaluation]
 
@@ -63,22 +63,12 @@ ANGLES_UNAVAILABLE = ("θ_y is recorded during training only on SynthFace (the m
                       "its in-memory training images); not recorded on this data")
 
 
-# Softmax pre-training, then the loss: margin heads trained from scratch at s = 64 stall at
-# this scale (measured at the default profile: ArcFace, SphereFace and CM fit 56-74% of their
-# training images, two class weights end at cosine 1.000 and the test embeddings keep 2.6-3.2
-# effective dimensions; CosFace and Norm-Softmax converge). The established remedy is to start
-# the margin from a softmax-trained network (SphereFace anneals from softmax; insightface's
-# early recipes pre-trained with softmax for large margins) and to fine-tune at a tenth of the
-# base learning rate, as fine-tuning does. The pre-training is the profile's full Softmax
-# schedule (at 24 epochs Softmax fits 97% of its training images); every loss, Softmax
-# included, then trains half as many epochs again from it, so all six share one start and one
-# budget. Measured at the default profile (three seeds): restarting the second half at the
-# base rate undid the pre-training (ArcFace top-1 72-76%, class weights at cosine 0.999), and
-# splitting the 24 epochs in halves at a tenth of the rate left every loss, Softmax included,
-# under-fitted (top-1 86-90%).
-FINE_TUNE_FRACTION = 0.5
-FINE_TUNE_LR_FACTOR = 0.1
+# Every loss, Softmax included, trains by the margin recipe of fkdlib.zoo.recipes: the
+# profile's full Softmax schedule (at 24 epochs Softmax fits 97% of its training images), then
+# half as many epochs again from it at a tenth of the learning rate, so all six share one start
+# and one budget (the measurements behind the recipe are beside FINE_TUNE_FRACTION there).
 SCRATCH = "ArcFace from scratch"
+PRETRAIN_NAME = "01_arcface/softmax pre-training"
 # The toy set (8 identities, 80 images each at the default profile) makes 5 steps an epoch:
 # at the profile's 24 epochs Softmax had not separated its classes (three centres within
 # 22.5° of each other) and ArcFace from scratch collapsed (every centre in one direction, the
@@ -88,35 +78,22 @@ SCRATCH = "ArcFace from scratch"
 TOY_EPOCH_FACTOR = 5
 
 
-def schedule(epochs: int) -> tuple[int, int]:
-    """``(pre-training epochs, the loss's own epochs)`` for a profile of ``epochs``: the full
-    schedule, then :data:`FINE_TUNE_FRACTION` of it (at least one epoch)."""
-    return epochs, max(1, round(epochs * FINE_TUNE_FRACTION))
-
-
 def pretrain_spec(bench: FaceBenchmark) -> ModelSpec:
-    """The Softmax pre-training every loss starts from (one per training seed): the profile's
-    full Softmax schedule."""
-    pretrain, _ = schedule(bench.profile.epochs)
-    return training_spec(bench, BACKBONE, "softmax", name="01_arcface/softmax pre-training",
-                         train_overrides={"epochs": pretrain})
+    """The Softmax pre-training every loss starts from (one per training seed):
+    :func:`~fkdlib.zoo.recipes.pretrain_spec` of the notebook's backbone."""
+    return recipes.pretrain_spec(bench, BACKBONE, name=PRETRAIN_NAME)
 
 
 def specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
     """One :class:`~fkdlib.zoo.ModelSpec` per loss, identical but for the head: each trains
     from the shared Softmax pre-training (:func:`pretrain_spec`; a margin head starts from its
-    learnt class centres) for the rest of the profile's epochs, at
-    :data:`FINE_TUNE_LR_FACTOR` times the profile's learning rate. On SynthFace each records θ_y
-    of a fixed sample of training images every epoch (the ``target_angles`` monitor, which
+    learnt class centres) by :func:`~fkdlib.zoo.recipes.margin_spec`: half as many epochs
+    again at a tenth of the profile's learning rate. On SynthFace each records θ_y of a fixed sample of training images every epoch (the ``target_angles`` monitor, which
     samples the in-memory SynthFace images; not on real data)."""
     monitors = ("target_angles",) if bench.synthetic else ()
-    parent = pretrain_spec(bench)
-    _, own = schedule(bench.profile.epochs)
-    fine_tune_lr = FINE_TUNE_LR_FACTOR * bench.profile.lr
-    return {name: training_spec(bench, BACKBONE, head, head_kwargs=kwargs,
-                                name=f"01_arcface/{name}", monitors=monitors,
-                                train_overrides={"epochs": own, "lr": fine_tune_lr},
-                                init_from=parent)
+    return {name: recipes.margin_spec(bench, BACKBONE, head, head_kwargs=kwargs,
+                                      name=f"01_arcface/{name}", pretrain_name=PRETRAIN_NAME,
+                                      monitors=monitors)
             for name, (head, kwargs) in LOSSES.items()}
 
 
@@ -216,7 +193,7 @@ def toy_embeddings(bench: FaceBenchmark, device: str | torch.device = "cpu",
 
     The notebook's recipe at :data:`TOY_EPOCH_FACTOR` times the profile's epochs (the toy set
     is small): Softmax for the full toy schedule, then ArcFace fine-tuned from it
-    (:func:`schedule`, :data:`FINE_TUNE_LR_FACTOR`). The margin needs room on a circle shared
+    (:func:`~fkdlib.zoo.recipes.fine_tune_schedule`, :data:`~fkdlib.zoo.recipes.FINE_TUNE_LR_FACTOR`). The margin needs room on a circle shared
     by 8 classes (45° apart), so the toy ArcFace uses the paper's m = 0.5 with s = 16
     (s = 64 saturates in 2-D).
     """
@@ -224,14 +201,14 @@ def toy_embeddings(bench: FaceBenchmark, device: str | torch.device = "cpu",
     # a didactic figure: always SynthFace, whatever data the notebook runs on
     data = synthface_data_spec(profile, "train", bench.seed, num_identities=TOY_IDENTITIES,
                                images_per_identity=max(16, 4 * profile.train_images_per_identity))
-    pretrain, own = schedule(TOY_EPOCH_FACTOR * profile.epochs)
+    pretrain, own = recipes.fine_tune_schedule(TOY_EPOCH_FACTOR * profile.epochs)
     softmax = training_spec(bench, BACKBONE, "softmax", backbone_kwargs={"embedding_size": 2},
                             train_overrides={"epochs": pretrain},
                             name="01_arcface/toy-Softmax").replace(data=data)
     arcface = training_spec(bench, BACKBONE, "arcface", head_kwargs={"s": 16.0, "m": 0.5},
                             backbone_kwargs={"embedding_size": 2},
                             train_overrides={"epochs": own,
-                                             "lr": FINE_TUNE_LR_FACTOR * profile.lr},
+                                             "lr": recipes.FINE_TUNE_LR_FACTOR * profile.lr},
                             init_from=softmax, name="01_arcface/toy-ArcFace").replace(data=data)
     from ..data import build_dataset
     from ..data.transforms import to_float_image

@@ -9,12 +9,13 @@ Three experiments, each a set of pure functions the notebook calls and the tests
    to IResNet-50. Two FLOP conventions are in use: VarGFaceNet's "1G FLOPs" counts a
    multiply-add as two FLOPs, insightface's IResNet "GFLOPs" are multiply-adds; every column
    here says which one it holds.
-2. **Accuracy vs cost**: the same backbones trained with one recipe (the shared teacher's
-   margin head, learning-rate schedule and epochs) on the benchmark's training data, so the
+2. **Accuracy vs cost**: the same backbones trained with one recipe, the shared teacher's
+   (Softmax pre-training for the profile's epochs, then its CosFace margin fine-tuned for half
+   as many, :func:`~fkdlib.zoo.margin_spec`), on the benchmark's training data, so the
    comparison measures capacity, not convergence speed.
 3. **Angular distillation** (Eq. 5-7: ``L = L_margin + α·L_a``, α = 7) from the shared
-   IResNet-50 teacher (:func:`~fkdlib.zoo.teacher_spec`, trained for the
-   profile's full epochs and cached for notebooks 02-04), and **recursive distillation**
+   IResNet-50 teacher (:func:`~fkdlib.zoo.teacher_spec`, trained by the same recipe and
+   cached for notebooks 02-04), and **recursive distillation**
    (Sec. 3.3, Fig. 2): generation k + 1 starts from generation k's weights, generations 0, 1,
    2 as in the official results.
 
@@ -22,13 +23,14 @@ Choices of ours (not published): MobileFaceNet is compared "at similar cost" by 
 width whose multiply-adds at the profile's scale are closest to VarGFaceNet's
 (:func:`cost_matched_width`): channel counts round to multiples of 8, so a common width
 multiplier leaves a thin MobileFaceNet at a third of VarGFaceNet's cost, whereas the published
-networks cost 0.44 and 0.51 GMACs. Generations k >= 1 are fine-tuned from generation k - 1
-for half of generation 0's epochs (:func:`recursive_epochs`). The paper also re-trains the
-teacher from its previous generation; we keep the shared teacher fixed (re-training it would
-train the slowest network twice more). Every backbone and generation 0 train for the
-profile's full schedule, the teacher's. A recursive generation k has trained for more epochs
-in all than generation 0, so it is also compared with VarGFaceNet trained from scratch for as
-many epochs (:func:`matched_label`). Two premises gate the claims: the teacher must beat the
+networks cost 0.44 and 0.51 GMACs. Distillation acts during the margin fine-tuning: generation 0
+starts from VarGFaceNet's Softmax pre-training (the one its scratch row fine-tunes from), and
+generations k >= 1 are fine-tuned from generation k - 1 for as many epochs as that fine-tuning
+(:func:`recursive_epochs`). The paper also re-trains the teacher from its previous generation;
+we keep the shared teacher fixed (re-training it would train the slowest network twice more).
+A recursive generation k has trained for more epochs in all than generation 0, so it is also
+compared with VarGFaceNet fine-tuned from the same pre-training for as many epochs
+(:func:`matched_label`). Two premises gate the claims: the teacher must beat the
 student trained from scratch (:data:`PREMISE_TEACHER`), and VarGFaceNet at the profile's width
 must have at least :data:`MIN_GROUPS` groups in every stage for the S = 8 vs S = 1 claims
 (:data:`PREMISE_GROUPS`).
@@ -37,7 +39,6 @@ must have at least :data:`MIN_GROUPS` groups in every stage for the S = 8 vs S =
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -64,8 +65,8 @@ from ..evaluation.latency import measure_latency
 from ..evaluation.projection import METHOD_NAMES
 from ..models.layers import VARG_GROUP_SIZE
 from ..zoo import (
-    DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, recursive_specs, teacher_spec, train_seeds,
-    training_spec)
+    DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, margin_spec, recipes, recursive_specs,
+    teacher_spec, train_seeds)
 
 Runs = Sequence[Evaluation]
 
@@ -86,8 +87,6 @@ BACKBONES: dict[str, str] = {
     DEPTHWISE: "vargfacenet_dw",
 }
 GENERATIONS = 2
-# Share of generation 0's epochs that each recursive generation (k >= 1) trains for.
-RECURSIVE_EPOCH_FRACTION = 0.5
 PUBLISHED_INPUT_SIZE = 112
 PUBLISHED_EMBEDDING_SIZE = 512
 # Widths tried for the cost-matched MobileFaceNet: multiples of 1/16, up to 4x the profile's.
@@ -201,21 +200,25 @@ def _student_kwargs(bench: FaceBenchmark) -> dict:
     return {"embedding_size": teacher_spec(bench).backbone_kwargs["embedding_size"]}
 
 
-def backbone_epochs(profile: Profile) -> int:
-    """Epochs of the backbones and of distilled generation 0: the profile's (the teacher's)."""
-    return profile.epochs
+def recursive_epochs(profile: Profile) -> int:
+    """Epochs of a recursive generation k >= 1: those of the margin fine-tuning
+    (:func:`~fkdlib.zoo.recipes.fine_tune_schedule`), which generation 0 and every backbone
+    train after their Softmax pre-training. A generation starts from a trained network, so it
+    is fine-tuned as the margin is (the learning rate restarts at a tenth of the profile's and
+    decays at the same fractions of training); the paper does not publish its per-generation
+    schedule."""
+    return recipes.fine_tune_schedule(profile.epochs)[1]
 
 
 def backbone_specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
-    """One spec per backbone of :data:`BACKBONES`, all with the teacher's head and recipe for
-    :func:`backbone_epochs`.
+    """One spec per backbone of :data:`BACKBONES`, all with the teacher's head and recipe
+    (:func:`~fkdlib.zoo.margin_spec`: each from its own Softmax pre-training).
 
     IResNet-50's spec equals the shared teacher's, at the teacher's width (same cache entry: the
     zoo key ignores names). MobileFaceNet gets the cost-matched width (module docstring); the
     others the profile's width.
     """
     teacher = teacher_spec(bench)
-    epochs = {"epochs": backbone_epochs(bench.profile)}
     specs: dict[str, ModelSpec] = {}
     for label, model in BACKBONES.items():
         kwargs = _student_kwargs(bench)
@@ -226,32 +229,22 @@ def backbone_specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
             kwargs["width"] = cost_matched_width(model, BACKBONES[STUDENT], profile.resolution,
                                                  profile.backbone_width,
                                                  kwargs["embedding_size"])
-        specs[label] = training_spec(bench, model, teacher.head, head_kwargs=teacher.head_kwargs,
-                                     backbone_kwargs=kwargs, name=f"02_vargfacenet/{label}",
-                                     train_overrides=epochs)
+        specs[label] = margin_spec(bench, model, teacher.head, head_kwargs=teacher.head_kwargs,
+                                   backbone_kwargs=kwargs, name=f"02_vargfacenet/{label}",
+                                   pretrain_name=f"02_vargfacenet/{label} softmax pre-training")
     return specs
 
 
-def recursive_epochs(profile: Profile) -> int:
-    """Epochs of a recursive generation k >= 1: :data:`RECURSIVE_EPOCH_FRACTION` of
-    generation 0's (:func:`backbone_epochs`), rounded half up, at least 1. A generation starts
-    from a trained network, so it is fine-tuned with a shorter run of the same recipe (the
-    learning rate restarts and decays at the same fractions of training); the paper does not
-    publish its per-generation schedule."""
-    return max(1, math.floor(RECURSIVE_EPOCH_FRACTION * backbone_epochs(profile) + 0.5))
-
-
 def distillation_specs(bench: FaceBenchmark, generations: int = GENERATIONS) -> list[ModelSpec]:
-    """VarGFaceNet trained with the teacher's margin loss + 7 · angular distillation from the
-    shared teacher (Eq. 7) for :func:`backbone_epochs`, then ``generations`` recursive
-    generations, each initialised from the previous student
-    (:func:`fkdlib.zoo.recursive.recursive_specs`) and trained for
+    """VarGFaceNet fine-tuned with the teacher's margin loss + 7 · angular distillation from the
+    shared teacher (Eq. 7) from its Softmax pre-training (the scratch row's recipe with the
+    distillation added), then ``generations`` recursive generations, each initialised from the
+    previous student (:func:`fkdlib.zoo.recursive.recursive_specs`) and trained for
     :func:`recursive_epochs`."""
+    scratch = backbone_specs(bench)[STUDENT]
     teacher = teacher_spec(bench)
-    base = training_spec(
-        bench, BACKBONES[STUDENT], teacher.head, head_kwargs=teacher.head_kwargs,
-        backbone_kwargs=_student_kwargs(bench), name=f"02_vargfacenet/{STUDENT}-distilled",
-        train_overrides={"epochs": backbone_epochs(bench.profile)}, method="distill",
+    base = scratch.replace(
+        name=f"02_vargfacenet/{STUDENT}-distilled", method="distill",
         method_kwargs={"teacher": teacher.to_dict(),
                        "losses": [{"name": "angular", "weight": ANGULAR_WEIGHT}],
                        "ce_weight": 1.0})
@@ -265,15 +258,16 @@ def distillation_specs(bench: FaceBenchmark, generations: int = GENERATIONS) -> 
 
 def matched_specs(bench: FaceBenchmark, generations: Sequence[int] = (1,)
                   ) -> dict[str, ModelSpec]:
-    """VarGFaceNet from scratch for as many epochs in all as each distilled generation of
-    ``generations`` (:func:`backbone_epochs` plus k times :func:`recursive_epochs`): the control
-    that separates "recursion helps" from "more epochs help". Generation 1 is the one the
-    claims test (each later one would add a longer control)."""
+    """VarGFaceNet fine-tuned from its Softmax pre-training for as many epochs in all as each
+    distilled generation of ``generations`` (generation 0's fine-tuning plus k times
+    :func:`recursive_epochs`): the control that separates "recursion helps" from "more epochs
+    help". Generation 1 is the one the claims test (each later one would add a longer
+    control)."""
     scratch = backbone_specs(bench)[STUDENT]
-    profile = bench.profile
+    epochs = scratch.train["epochs"]
     return {matched_label(k): scratch.replace(
                 train={**scratch.train,
-                       "epochs": backbone_epochs(profile) + k * recursive_epochs(profile)},
+                       "epochs": epochs + k * recursive_epochs(bench.profile)},
                 name=f"02_vargfacenet/{matched_label(k)}")
             for k in generations}
 
@@ -770,9 +764,9 @@ def projection_figure(evaluations: Mapping[str, Evaluation], metadata: pd.DataFr
 
 __all__ = ["BACKBONES", "DEPTHWISE", "DISTILLATION_TEACHER", "GENERATIONS",
            "MIN_GROUPS", "MOBILE", "PREMISE_GROUPS", "PREMISE_TEACHER",
-           "RECURSIVE_EPOCH_FRACTION", "STUDENT", "TEACHER", "matched_label", "matched_specs",
+           "STUDENT", "TEACHER", "matched_label", "matched_specs",
            "stage_groups",
-           "accuracy_vs_cost", "accuracy_vs_cost_figure", "backbone_epochs", "backbone_specs",
+           "accuracy_vs_cost", "accuracy_vs_cost_figure", "backbone_specs",
            "check_claims", "claim_tests", "claims", "complexity_table", "cost_matched_width",
            "distillation_specs", "efficiency_figure", "efficiency_table", "evaluate",
            "generation_label", "generation_table", "generations_figure", "latency_plan",

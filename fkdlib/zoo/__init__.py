@@ -11,12 +11,13 @@ from .cache import (
     DEFAULT_CACHE_DIR, ModelSpec, TrainedModel, build_untrained, get_or_train, train_all,
     train_seeds, training_code_version, with_seed)
 from .methods import METHODS, build_distiller, build_losses, build_unlabeled_distiller
-from .recipes import TEACHER_BACKBONE, TEACHER_HEAD, teacher_spec, training_spec
+from .recipes import (
+    TEACHER_BACKBONE, TEACHER_HEAD, margin_spec, pretrain_spec, teacher_spec, training_spec)
 from .recursive import recursive_specs
 
 __all__ = [
     "DEFAULT_CACHE_DIR", "METHODS", "TEACHER_BACKBONE", "TEACHER_HEAD", "ModelSpec",
     "TrainedModel", "build_distiller", "build_losses", "build_unlabeled_distiller",
-    "build_untrained", "get_or_train", "recursive_specs", "teacher_spec", "train_all",
+    "build_untrained", "get_or_train", "margin_spec", "pretrain_spec", "recursive_specs", "teacher_spec", "train_all",
     "train_seeds", "training_code_version", "training_spec", "with_seed",
 ]
