@@ -94,16 +94,22 @@ def test_default_students_train_40_percent_of_the_epochs(epochs, expected):
     assert srrl.student_epochs(get_profile("paper", epochs=epochs)) == epochs
 
 
-def test_face_study_uses_the_shared_teacher_and_a_mobilefacenet_student(face_study):
+def test_face_study_uses_the_shared_teacher_and_an_iresnet18_student(face_study):
     profile = face_study.profile
-    assert face_study.teacher == teacher_spec(face_study.bench)
+    teacher = face_study.teacher
+    assert teacher == teacher_spec(face_study.bench)
     student = face_study.spec("Student")
     assert (student.backbone, student.head, student.head_kwargs, student.method) == (
-        "mobilefacenet", face_study.teacher.head, face_study.teacher.head_kwargs, "classify")
+        "iresnet18", teacher.head, teacher.head_kwargs, "classify")
     assert student.backbone_kwargs == {"input_size": profile.resolution,
                                        "width": profile.backbone_width,
                                        "embedding_size": profile.embedding_size}
-    assert student.train["epochs"] == srrl.student_epochs(profile)
+    # the margin recipe: a Softmax pre-training as long as the teacher's, then a share of the
+    # teacher's fine-tuning, at its learning rate
+    assert student.init_from.head == "softmax"
+    assert student.init_from.train == teacher.init_from.train
+    assert student.train["epochs"] == srrl.student_epochs(profile, teacher.train["epochs"])
+    assert student.train["lr"] == teacher.train["lr"]
     kd = face_study.spec("KD")
     assert kd.method == "distill" and kd.method_kwargs["teacher"] == face_study.teacher.to_dict()
     assert kd.replace(method="classify", method_kwargs={}, name="") == student.replace(name="")
@@ -127,8 +133,11 @@ def test_plan_lists_every_row_with_its_size(face_study):
     profile = face_study.profile
     labeled = profile.train_identities * profile.train_images_per_identity
     assert len(plan) == 1 + len(face_study.recipes)
-    assert plan.loc["Teacher", "epochs"] == profile.epochs
-    assert (plan.drop("Teacher")["epochs"] == srrl.student_epochs(profile)).all()
+    teacher = face_study.teacher
+    assert plan.loc["Teacher", "epochs"] == teacher.train["epochs"]
+    assert (plan["pre-training epochs"] == profile.epochs).all()
+    assert (plan.drop("Teacher")["epochs"] == srrl.student_epochs(
+        profile, teacher.train["epochs"])).all()
     assert (plan["labeled images"] == labeled).all()
     assert plan["unlabeled images"].to_dict() == {
         row: (labeled if row == "L_FM+L_SR (D+U)" else 0) for row in plan.index}
