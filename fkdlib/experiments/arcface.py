@@ -88,8 +88,9 @@ def specs(bench: FaceBenchmark) -> dict[str, ModelSpec]:
     """One :class:`~fkdlib.zoo.ModelSpec` per loss, identical but for the head: each trains
     from the shared Softmax pre-training (:func:`pretrain_spec`; a margin head starts from its
     learnt class centres) by :func:`~fkdlib.zoo.recipes.margin_spec`: half as many epochs
-    again at a tenth of the profile's learning rate. On SynthFace each records θ_y of a fixed sample of training images every epoch (the ``target_angles`` monitor, which
-    samples the in-memory SynthFace images; not on real data)."""
+    again at a tenth of the profile's learning rate. On SynthFace each records θ_y of a fixed
+    sample of training images every epoch (the ``target_angles`` monitor, which samples the
+    in-memory SynthFace images; not on real data)."""
     monitors = ("target_angles",) if bench.synthetic else ()
     return {name: recipes.margin_spec(bench, BACKBONE, head, head_kwargs=kwargs,
                                       name=f"01_arcface/{name}", pretrain_name=PRETRAIN_NAME,
@@ -193,9 +194,10 @@ def toy_embeddings(bench: FaceBenchmark, device: str | torch.device = "cpu",
 
     The notebook's recipe at :data:`TOY_EPOCH_FACTOR` times the profile's epochs (the toy set
     is small): Softmax for the full toy schedule, then ArcFace fine-tuned from it
-    (:func:`~fkdlib.zoo.recipes.fine_tune_schedule`, :data:`~fkdlib.zoo.recipes.FINE_TUNE_LR_FACTOR`). The margin needs room on a circle shared
-    by 8 classes (45° apart), so the toy ArcFace uses the paper's m = 0.5 with s = 16
-    (s = 64 saturates in 2-D).
+    (:func:`~fkdlib.zoo.recipes.fine_tune_schedule`,
+    :data:`~fkdlib.zoo.recipes.FINE_TUNE_LR_FACTOR`). The margin needs room on a circle shared
+    by 8 classes (45° apart), so the toy ArcFace uses the paper's m = 0.5 with s = 16 (s = 64
+    saturates in 2-D).
     """
     profile = bench.profile
     # a didactic figure: always SynthFace, whatever data the notebook runs on

@@ -12,13 +12,13 @@ Two tasks share every function here:
   (:func:`~fkdlib.zoo.teacher_spec`) and an IResNet-18 student at half its width with the
   teacher's margin head, both trained by the margin recipe (:func:`~fkdlib.zoo.margin_spec`:
   Softmax pre-training, then the margin fine-tuned; the students share one pre-training per
-  seed and every distillation acts during the fine-tuning), on the face benchmark (verification, TAR at FAR, identification with
-  distractors): the analogue of thesis Tables 4.12 / 4.13, plus the unlabeled-data extension
-  (§4.2.2, Table 4.19) with SynthFace identities disjoint from the labeled ones. On real faces
-  (``"rec:DIR"``, ``"folder:DIR"``) the same rows train and are evaluated on the protocols the
-  data provides; the unlabeled row and the representation analyses (which need unseen images
-  of the training identities, :data:`REPRESENTATION_UNAVAILABLE`) are left out and their
-  claims reported as not assessed.
+  seed and every distillation acts during the fine-tuning), on the face benchmark
+  (verification, TAR at FAR, identification with distractors): the analogue of thesis Tables
+  4.12 / 4.13, plus the unlabeled-data extension (§4.2.2, Table 4.19) with SynthFace identities
+  disjoint from the labeled ones. On real faces (``"rec:DIR"``, ``"folder:DIR"``) the same rows
+  train and are evaluated on the protocols the data provides; the unlabeled row and the
+  representation analyses (which need unseen images of the training identities,
+  :data:`REPRESENTATION_UNAVAILABLE`) are left out and their claims reported as not assessed.
 - **cifar** (``data="cifar100:/path"`` or ``"cifar10:/path"``): WRN teacher and student with a
   linear softmax classifier on CIFAR (thesis Tables 4.2–4.5; WRN-40-4 → WRN-16-4 at the paper
   profile). The trainer's in-memory path flips images but applies no pad-and-crop

@@ -18,6 +18,7 @@ from .recursive import recursive_specs
 __all__ = [
     "DEFAULT_CACHE_DIR", "METHODS", "TEACHER_BACKBONE", "TEACHER_HEAD", "ModelSpec",
     "TrainedModel", "build_distiller", "build_losses", "build_unlabeled_distiller",
-    "build_untrained", "get_or_train", "margin_spec", "pretrain_spec", "recursive_specs", "teacher_spec", "train_all",
-    "train_seeds", "training_code_version", "training_spec", "with_seed",
+    "build_untrained", "get_or_train", "margin_spec", "pretrain_spec", "recursive_specs",
+    "teacher_spec", "train_all", "train_seeds", "training_code_version", "training_spec",
+    "with_seed",
 ]
